@@ -1,0 +1,65 @@
+"""`moelab`: one command line for the whole lab; each subcommand lives beside the code it drives.
+
+Subcommand modules expose `add_arguments(parser)` and `run(args) -> int` and are cheap to import
+(heavy libraries load inside `run`), so `moelab --help` answers at once. A `UserError` becomes one
+`error: ...` line and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from moelab.errors import UserError
+
+# name -> (module with add_arguments/run, one-line help). Order = order in `moelab --help`.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "checkpoints": ("checkpoints_index.cli", "list, filter, show and materialize the indexed checkpoints"),
+    "config": ("moelab.config_cli", "print a recipe merged with key=value overrides and validated"),
+    "toy": ("checkpoints_index.toy.cli", "train and evaluate the toy MoE sparsity family"),
+    "score": ("rewards.cli", "score completions (JSONL) against gold answers: status, reward, pred, cluster"),
+    "sweep": ("inference.sweep_cli", "test-time compute sweep: generate, score, aggregate and plot"),
+    "aggregate": ("inference.aggregate_cli", "pass@k, majority@k, best-of-n, weighted vote with bootstrap CIs"),
+    "plot": ("inference.plot_cli", "accuracy vs samples / tokens / FLOPs, and the cross-model view"),
+    "grpo": ("rl.cli", "GRPO post-training from a recipe (TRL + DeepSpeed + vLLM)"),
+    "demo": ("moelab.demo", "the main job: sweep, GRPO and sweep again over a model family, with a report"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="moelab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name and module_name.startswith(err.name):
+                continue  # not part of this build of the lab
+            raise
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command)
+        command.set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.handler(args) or 0)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `moelab checkpoints | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
