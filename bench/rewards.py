@@ -1,0 +1,169 @@
+"""Benchmark: the lab's scorer against the naive per-sample math-verify loop, on a sweep-like set.
+
+    python bench/rewards.py [--problems 160] [--samples 64] [--naive-subset 600] [--seed 0]
+
+The set mimics a test-time sweep: GSM8K-style problems (chain of thought ending `#### N`,
+`The answer is N.` or `\\boxed{N}`) and MATH-style problems (fractions, radicals, intervals,
+sets, polynomials; answers boxed, in equivalent spellings), `--samples` completions per problem
+drawn from a few distinct answers (the right one most often, some wrong ones, some no answer).
+
+Naive loop = what TRL's `accuracy_reward` does per sample: `parse(gold)`, `parse(completion)`,
+`verify(gold, pred)`, in-process, main thread, math-verify's default timeouts (with math-verify's
+default extraction configs rather than TRL's LaTeX-only one, so that `#### N` answers are read,
+as the study's reward did with `parse(response)`). It is slow, so it runs on a stratified random
+subset and its rate is extrapolated; verdicts (correct vs not) are compared on that subset.
+The lab's scorer runs the whole set on a warm worker pool (its start-up is printed separately).
+Last line: `ratio: <lab samples/s / naive samples/s>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+import time
+from math import gcd
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+
+def math_answers(rng: random.Random, index: int) -> tuple[str, list[str], list[str]]:
+    """(gold as in the dataset, equivalent spellings, wrong answers), fresh numbers per problem."""
+    a, b = rng.randint(2, 9), rng.choice([2, 3, 5, 6, 7, 10, 11])
+    kind = index % 8
+    if kind == 0:
+        q = rng.choice([4, 8, 20, 25, 40])
+        p = rng.choice([n for n in range(1, q) if gcd(n, q) == 1])
+        return f"\\frac{{{p}}}{{{q}}}", [f"\\frac{{{p}}}{{{q}}}", f"\\dfrac{{{p}}}{{{q}}}", str(p / q)], \
+            [f"\\frac{{{p + 1}}}{{{q}}}", f"\\frac{{{p}}}{{{q + 1}}}", str(q)]
+    if kind == 1:
+        return f"{a}\\sqrt{{{b}}}", [f"{a}\\sqrt{{{b}}}", f"\\sqrt{{{a * a * b}}}"], \
+            [f"{a + 1}\\sqrt{{{b}}}", f"\\sqrt{{{a * b}}}", str(a * b)]
+    if kind == 2:
+        gold = f"\\frac{{\\sqrt{{{b}}}}}{{{b}}}"
+        return gold, [gold, f"\\frac{{1}}{{\\sqrt{{{b}}}}}"], \
+            [f"\\sqrt{{{b}}}", f"\\frac{{1}}{{{b}}}", "1"]
+    if kind == 3:
+        return (f"({a}, {a + b}]", [f"({a}, {a + b}]", f"({a},{a + b}]"],
+                [f"[{a}, {a + b}]", f"({a}, {a + b})", f"(0, {a + b}]"])
+    if kind == 4:
+        return f"\\{{{a}, {a + b}\\}}", [f"\\{{{a}, {a + b}\\}}", f"\\{{{a + b}, {a}\\}}"], \
+            [f"\\{{{a}\\}}", f"\\{{{a}, {a + b + 1}\\}}", str(a)]
+    if kind == 5:
+        return f"x^2 + {2 * a}x + {a * a}", [f"x^2 + {2 * a}x + {a * a}", f"(x+{a})^2"], \
+            [f"x^2 + {a * a}", f"(x-{a})^2", f"x^2 + {a}x + {a * a}"]
+    if kind == 6:
+        degrees = 10 * a + b
+        return (f"{degrees}^\\circ", [f"{degrees}^\\circ", str(degrees)],
+                [f"{degrees + 30}^\\circ", str(180 - degrees), str(2 * degrees)])
+    return f"\\frac{{{a}\\pi}}{{{b}}}", [f"\\frac{{{a}\\pi}}{{{b}}}", f"\\frac{{{a}}}{{{b}}}\\pi"], \
+        [f"\\frac{{{a + 1}\\pi}}{{{b}}}", f"{a}\\pi", f"\\frac{{\\pi}}{{{b}}}"]
+
+
+def gsm8k_problem(rng: random.Random, index: int, samples: int) -> list[tuple[str, str, str]]:
+    a, b, c = rng.randint(2, 40), rng.randint(2, 40), rng.randint(2, 9)
+    answer = (a + b) * c
+    gold = f"She buys {a} + {b} = {a + b} boxes, so {a + b} * {c} = <<{a + b}*{c}={answer}>>{answer}.\n#### {answer}"
+    wrong = [answer + c, a * b * c, answer - a]
+    rows = []
+    for _ in range(samples):
+        roll = rng.random()
+        value = answer if roll < 0.55 else rng.choice(wrong) if roll < 0.93 else None
+        steps = f"She has {a} and buys {b} more, so {a} + {b} = {a + b}. Each costs {c}, so the total is "
+        if value is None:
+            text = "I am not sure how to solve this one."
+        else:
+            style = rng.randrange(4)
+            shown = f"{value:,}" if value >= 1000 and rng.random() < 0.5 else str(value)
+            text = [f"{steps}{shown}.\n#### {shown}", f"{steps}{shown}. The answer is {shown}.",
+                    f"{steps}$\\boxed{{{shown}}}$.", f"{steps}{shown} dollars.\n#### {shown}"][style]
+        rows.append((f"gsm8k-{index}", gold, text))
+    return rows
+
+
+def math_problem(rng: random.Random, index: int, samples: int) -> list[tuple[str, str, str]]:
+    gold, right, wrong = math_answers(rng, index)
+    solution = f"Working through the algebra we find the answer is $\\boxed{{{gold}}}$."
+    rows = []
+    for _ in range(samples):
+        roll = rng.random()
+        if roll < 0.5:
+            answer = rng.choice(right)
+        elif roll < 0.93:
+            answer = rng.choice(wrong)
+        else:
+            rows.append((f"math-{index}", solution, "Let me think about the cases. This is hard to finish."))
+            continue
+        text = (f"We substitute $y = 2$ and simplify the expression step by step. "
+                f"Collecting terms, the result is $\\boxed{{{answer}}}$.")
+        rows.append((f"math-{index}", solution, text))
+    return rows
+
+
+def naive_loop(golds: list[str], completions: list[str]) -> list[bool]:
+    from math_verify import parse, verify
+
+    return [bool(verify(parse(gold), parse(completion))) for gold, completion in zip(golds, completions)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--problems", type=int, default=160, help="problems per style (GSM8K-style and MATH-style)")
+    parser.add_argument("--samples", type=int, default=64, help="completions per problem")
+    parser.add_argument("--naive-subset", type=int, default=600, help="samples the naive loop is timed on")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    rng = random.Random(args.seed)
+    rows = []
+    for index in range(args.problems):
+        rows += gsm8k_problem(rng, index, args.samples)
+        rows += math_problem(rng, index, args.samples)
+    ids, golds, completions = map(list, zip(*rows))
+    tasks = ["gsm8k" if i.startswith("gsm8k") else "math" for i in ids]
+    print(f"set: {len(rows)} completions, {2 * args.problems} problems x {args.samples} samples "
+          f"({tasks.count('gsm8k')} GSM8K-style, {tasks.count('math')} MATH-style)")
+
+    from rewards import Scorer
+
+    start = time.perf_counter()
+    with Scorer() as scorer:
+        scorer.score("math", ["\\sqrt{2}"] * 2, ["\\boxed{\\sqrt{2}}", "\\boxed{\\sqrt{3}}"])  # start the workers
+        startup_seconds = time.perf_counter() - start
+        print(f"lab: worker pool start-up {startup_seconds:.2f} s ({scorer.num_workers} workers), "
+              "not counted in the rate")
+        start = time.perf_counter()
+        verdicts: list = []
+        for task in ("gsm8k", "math"):
+            index = [i for i, t in enumerate(tasks) if t == task]
+            verdicts += list(zip(index, scorer.score(task, [golds[i] for i in index], [completions[i] for i in index],
+                                                     [ids[i] for i in index])))
+        lab_seconds = time.perf_counter() - start
+    lab_correct = dict((i, v.status == "correct") for i, v in verdicts)
+    lab_rate = len(rows) / lab_seconds
+    statuses = {}
+    for _, verdict in verdicts:
+        statuses[verdict.status] = statuses.get(verdict.status, 0) + 1
+    print(f"lab: {len(rows)} samples in {lab_seconds:.2f} s = {lab_rate:,.0f} samples/s "
+          f"({len(rows) / (lab_seconds + startup_seconds):,.0f} with start-up); statuses {statuses}")
+
+    subset = sorted(random.Random(args.seed + 1).sample(range(len(rows)), min(args.naive_subset, len(rows))))
+    start = time.perf_counter()
+    naive = naive_loop([golds[i] for i in subset], [completions[i] for i in subset])
+    naive_seconds = time.perf_counter() - start
+    naive_rate = len(subset) / naive_seconds
+    print(f"naive (parse + verify per sample, in-process): {len(subset)} random samples in {naive_seconds:.2f} s = "
+          f"{naive_rate:,.1f} samples/s; extrapolated to the whole set: {len(rows) / naive_rate:,.0f} s")
+    differ = [i for i, ok in zip(subset, naive) if ok != lab_correct[i]]
+    print(f"verdicts on the {len(subset)}-sample subset: {'identical' if not differ else f'{len(differ)} differ'} "
+          f"(correct: lab {sum(lab_correct[i] for i in subset)}, naive {sum(naive)})")
+    for i in differ[:5]:
+        print(f"  differs: gold {golds[i][-40:]!r} completion {completions[i][-60:]!r} lab {lab_correct[i]}")
+    print(f"ratio: {lab_rate / naive_rate:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,479 @@
+"""Scored samples -> accuracy curves with bootstrap confidence intervals and compute axes.
+
+The input is the "scored samples table", one row per sample, so samples from the lab's store,
+lm-eval, verl or anywhere else aggregate the same way:
+  problem_id, sample_idx, answer (cluster key or null), correct (bool),
+  optional: model (default "model"), score, mean_logprob, num_tokens.
+It may be a JSONL file, a parquet file, a directory of parquet (or JSONL) shards, a pyarrow Table,
+or a list of dicts.
+
+Three steps, kept apart so each can be reused:
+  1. `estimate_per_problem`: for each model, every problem's expected accuracy at every k and
+     strategy (`inference.estimators`), plus mean generated tokens per sample.
+  2. `summarize`: the mean over problems with a percentile bootstrap over problems. Problems are
+     resampled once per model and the precomputed per-problem values averaged, so 1,000
+     resamples cost one small matrix product, and every strategy and k of a model sees the same
+     resamples (the curves' CIs are paired).
+  3. `paired_differences`: strategy A minus strategy B (same model), and model A minus model B
+     (same strategy, shared problems), with bootstrap CIs of the difference.
+best_of_n ranks samples by the score column (`--score-column`, default `score`, else
+`mean_logprob`); weighted_majority sums it per answer, except that `mean_logprob` is summed as
+exp(mean_logprob) (the per-token geometric-mean probability), so that every vote adds weight.
+Compute axes: mean_tokens = k x mean generated tokens per sample (prompt tokens are not counted);
+flops = 2 x active parameters x mean_tokens (forward pass, Kaplan et al. 2020), active parameters
+from the checkpoint index (NaN for names the index does not know).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from inference.estimators import (STRATEGIES, ProblemSamples, best_of_n_at_k, majority_at_k, pass_at_k,
+                                  prefix_batch, weighted_majority_at_k)
+from moelab.errors import UserError
+
+COLUMNS = ["model", "strategy", "k", "accuracy", "ci_low", "ci_high", "num_problems", "mean_tokens", "flops",
+           "estimator"]
+PAIRED_COLUMNS = ["a_model", "a_strategy", "b_model", "b_strategy", "k", "difference", "ci_low", "ci_high",
+                  "num_problems"]
+REQUIRED = ("problem_id", "sample_idx", "answer", "correct")
+ESTIMATORS = ("exact", "prefix", "monte_carlo")
+
+
+@dataclass
+class ModelEstimates:
+    """Per-problem estimates of one model: values[strategy] is (problems, ks)."""
+
+    model: str
+    problem_ids: list[str]
+    ks: list[int]
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    estimator: dict[str, list[str]] = field(default_factory=dict)  # per strategy, one label per k
+    tokens_per_sample: float = math.nan
+
+
+# ---------------------------------------------------------------- reading the samples table
+
+def read_samples(source) -> "pa.Table":
+    """A path (JSONL, parquet, directory of shards), a pyarrow Table or a list of dicts -> pyarrow Table."""
+    import pyarrow as pa
+
+    if isinstance(source, pa.Table):
+        return source
+    if isinstance(source, list):
+        return pa.Table.from_pylist(_normalize_json_rows(source, "rows"))
+    path = Path(source)
+    if not path.exists():
+        raise UserError(f"{path}: no such samples file or directory")
+    if path.is_dir():
+        parquet = sorted(path.rglob("*.parquet"))
+        if parquet:
+            import pyarrow.dataset as ds
+
+            try:
+                return ds.dataset([str(p) for p in parquet], format="parquet").to_table()
+            except (pa.ArrowInvalid, OSError) as err:
+                raise UserError(f"{path}: cannot read the parquet shards: {err}") from None
+        shards = sorted(path.rglob("*.jsonl"))
+        if not shards:
+            raise UserError(f"{path}: directory holds no *.parquet or *.jsonl sample shards")
+        return pa.concat_tables([_read_jsonl(p) for p in shards], promote_options="permissive")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise UserError(f"{path}: not a readable parquet file: {err}") from None
+    return _read_jsonl(path)
+
+
+def _normalize_json_rows(rows: list[dict], where: str) -> list[dict]:
+    """Answers become strings (clusters are keys, `18` and `"18"` are one answer); scores floats."""
+    out = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise UserError(f"{where}: row {i + 1} is not a JSON object")
+        row = dict(row)
+        if row.get("answer") is not None:
+            row["answer"] = str(row["answer"])
+        for name in ("score", "mean_logprob", "num_tokens"):
+            if row.get(name) is not None:
+                try:
+                    row[name] = float(row[name])
+                except (TypeError, ValueError):
+                    raise UserError(f"{where}: row {i + 1}: {name!r} is not a number: {row[name]!r}") from None
+        if "problem_id" in row and row["problem_id"] is not None:
+            row["problem_id"] = str(row["problem_id"])
+        out.append(row)
+    return out
+
+
+def _read_jsonl(path: Path) -> "pa.Table":
+    """pyarrow's JSON reader when the file is clean and answers are strings (fast); otherwise a
+    line-by-line read that stringifies answers and names the line of any bad JSON."""
+    import pyarrow as pa
+    import pyarrow.json as pajson
+
+    try:
+        strings = pa.schema([("answer", pa.string()), ("problem_id", pa.string())])
+        table = pajson.read_json(path, parse_options=pajson.ParseOptions(explicit_schema=strings))
+        # the explicit schema invents all-null columns for absent keys: let the slow path see the truth
+        if len(table) and all(table.column(name).null_count < len(table) for name in strings.names):
+            return table
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        pass
+    rows = []
+    with path.open() as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}:{line_no}: bad JSON ({err.msg}); one JSON object per line expected") from None
+    if not rows:
+        raise UserError(f"{path}: no samples in the file")
+    try:
+        return pa.Table.from_pylist(_normalize_json_rows(rows, str(path)))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        raise UserError(f"{path}: inconsistent column types: {err}") from None
+
+
+def _column(table, name: str, kind: str, where: str) -> np.ndarray:
+    """One column as numpy: kind 'float' (null -> NaN), 'int', 'bool' (null -> False) or 'code'."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = table.column(name)
+    try:
+        if kind == "code":  # dictionary codes in order of first appearance; null -> -1
+            encoded = pc.dictionary_encode(pc.cast(col, pa.string())).combine_chunks()
+            return np.asarray(pc.fill_null(encoded.indices, -1), dtype=np.int64), encoded.dictionary.to_pylist()
+        if kind == "float":
+            return np.asarray(pc.fill_null(pc.cast(col, pa.float64()), math.nan), dtype=float)
+        if kind == "int":
+            if col.null_count:
+                raise UserError(f"{where}: column {name!r} has missing values")
+            return np.asarray(pc.cast(col, pa.int64()), dtype=np.int64)
+        return np.asarray(pc.fill_null(pc.cast(col, pa.bool_()), False), dtype=bool)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as err:
+        raise UserError(f"{where}: column {name!r} cannot be read as {kind}: {err}") from None
+
+
+def pick_score_column(names: list[str], score_column: str | None, where: str) -> str | None:
+    """`score_column` if given (must exist), else `score`, else `mean_logprob`, else None."""
+    if score_column:
+        if score_column not in names:
+            raise UserError(f"{where}: no score column {score_column!r} (columns: {', '.join(names)})")
+        return score_column
+    return next((name for name in ("score", "mean_logprob") if name in names), None)
+
+
+# ---------------------------------------------------------------- per-problem estimates
+
+def default_ks(n: int) -> list[int]:
+    """Powers of two up to n, plus n."""
+    ks = [2 ** i for i in range(n.bit_length()) if 2 ** i <= n]
+    return ks + ([n] if n not in ks else [])
+
+
+def estimate_per_problem(samples, ks: list[int] | None = None, strategies: list[str] | None = None, *,
+                         estimator: str = "exact", score_column: str | None = None, seed: int = 0,
+                         mc_draws: int = 2000, workers: int = 1, where: str | None = None) -> list[ModelEstimates]:
+    """Every model's per-problem accuracy at every k for every strategy (see module docstring).
+    workers: processes for the voting strategies (results are identical for any number)."""
+    where = where or (str(samples) if isinstance(samples, (str, Path)) else "samples")
+    table = read_samples(samples)
+    names = table.column_names
+    for name in REQUIRED:
+        if name not in names:
+            raise UserError(f"{where}: samples table has no column {name!r} (required: {', '.join(REQUIRED)})")
+    if estimator not in ESTIMATORS:
+        raise UserError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+    score_name = pick_score_column(names, score_column, where)
+    if strategies is None:
+        strategies = [s for s in STRATEGIES if score_name or s not in ("best_of_n", "weighted_majority")]
+    for s in strategies:
+        if s not in STRATEGIES:
+            raise UserError(f"unknown strategy {s!r}; choose from {', '.join(STRATEGIES)}")
+        if s in ("best_of_n", "weighted_majority") and not score_name:
+            raise UserError(f"{where}: strategy {s!r} needs a score column ('score' or 'mean_logprob'); none found")
+    if len(table) == 0:
+        raise UserError(f"{where}: no samples")
+
+    if "model" in names:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        filled = pc.fill_null(pc.cast(table.column("model"), pa.string()), "model")  # unnamed rows: "model"
+        model_code, model_names = _column(table.set_column(names.index("model"), "model", filled), "model", "code",
+                                          where)
+    else:
+        model_code, model_names = np.zeros(len(table), dtype=np.int64), ["model"]
+    problem_code, problem_names = _column(table, "problem_id", "code", where)
+    if (problem_code < 0).any():
+        raise UserError(f"{where}: column 'problem_id' has missing values")
+    answer_code, _ = _column(table, "answer", "code", where)
+    sample_idx = _column(table, "sample_idx", "int", where)
+    correct = _column(table, "correct", "bool", where)
+    score = _column(table, score_name, "float", where) if score_name else None
+    weight = None if score is None else (np.exp(score) if score_name == "mean_logprob" else score)
+    tokens = _column(table, "num_tokens", "float", where) if "num_tokens" in names else None
+
+    order = np.lexsort((sample_idx, problem_code, model_code))
+    keys = np.stack([model_code[order], problem_code[order], sample_idx[order]])
+    same = (np.diff(keys, axis=1) == 0)
+    duplicate = np.flatnonzero(same.all(0))
+    if len(duplicate):
+        i = order[duplicate[0]]
+        raise UserError(f"{where}: duplicate sample: model {model_names[model_code[i]]!r}, problem "
+                        f"{problem_names[problem_code[i]]!r}, sample_idx {sample_idx[i]}")
+    starts = np.flatnonzero(np.concatenate([[True], ~(same[0] & same[1])]))
+    ends = np.append(starts[1:], len(order))
+
+    results = []
+    for m_index, m_code in enumerate(np.unique(model_code)):
+        groups = [(a, b) for a, b in zip(starts, ends) if model_code[order[a]] == m_code]
+        problems = []
+        for a, b in groups:
+            rows = order[a:b]
+            problems.append(_problem(answer_code[rows], correct[rows], None if weight is None else weight[rows]))
+        sizes = np.array([p.n for p in problems])
+        model_ks = _model_ks(ks, int(sizes.min()), model_names[m_code])
+        est = ModelEstimates(model=model_names[m_code], ks=model_ks,
+                             problem_ids=[problem_names[problem_code[order[a]]] for a, _ in groups])
+        if tokens is not None:
+            per_problem = [np.nanmean(tokens[order[a:b]]) if np.isfinite(tokens[order[a:b]]).any() else math.nan
+                           for a, b in groups]
+            est.tokens_per_sample = float(np.nanmean(per_problem)) if np.isfinite(per_problem).any() else math.nan
+        for strategy in strategies:
+            if strategy in ("pass", "best_of_n") or estimator == "prefix":
+                est.values[strategy], est.estimator[strategy] = _estimate(problems, strategy, model_ks, estimator)
+        votes = [s for s in strategies if s in ("majority", "weighted_majority") and s not in est.values]
+        for strategy, (values, labels) in _estimate_votes(problems, votes, model_ks, estimator == "monte_carlo",
+                                                           [seed, m_index], mc_draws, workers).items():
+            est.values[strategy], est.estimator[strategy] = values, labels
+        est.values = {s: est.values[s] for s in strategies}  # keep the requested order
+        est.estimator = {s: est.estimator[s] for s in strategies}
+        results.append(est)
+    return results
+
+
+def _problem(answer_code: np.ndarray, correct: np.ndarray, weight: np.ndarray | None) -> ProblemSamples:
+    """Relabel answer codes 0..m-1 in order of first appearance (prefix mode's 'first seen' tie rule)."""
+    answered = answer_code >= 0
+    cluster = np.full(len(answer_code), -1, dtype=np.int64)
+    if answered.any():
+        uniq, first, inverse = np.unique(answer_code[answered], return_index=True, return_inverse=True)
+        rank = np.empty(len(uniq), dtype=np.int64)
+        rank[np.argsort(first)] = np.arange(len(uniq))
+        cluster[answered] = rank[inverse]
+    return ProblemSamples(cluster, correct, weight)
+
+
+def _model_ks(ks: list[int] | None, n_min: int, model: str) -> list[int]:
+    if not ks:
+        return default_ks(n_min)
+    kept = sorted({int(k) for k in ks if 1 <= int(k) <= n_min})
+    dropped = sorted({int(k) for k in ks} - set(kept))
+    if dropped:
+        print(f"warning: {model}: k={dropped} skipped (the smallest problem has {n_min} samples)", file=sys.stderr)
+    if not kept:
+        raise UserError(f"{model}: no k in {sorted(ks)} is between 1 and {n_min} (samples per problem)")
+    return kept
+
+
+def _estimate(problems: list[ProblemSamples], strategy: str, ks: list[int],
+              estimator: str) -> tuple[np.ndarray, list[str]]:
+    """Closed forms (pass, best_of_n) and prefix mode: (problems, ks) values and one label per k."""
+    values = np.empty((len(problems), len(ks)))
+    if estimator == "prefix":
+        return prefix_batch(problems, strategy, ks), ["prefix"] * len(ks)
+    if strategy == "pass":  # vectorised over problems with the same n
+        sizes = np.array([p.n for p in problems])
+        hits = np.array([p.correct.sum() for p in problems])
+        for n in np.unique(sizes):
+            values[sizes == n] = pass_at_k(int(n), hits[sizes == n], ks)
+        return values, ["exact"] * len(ks)
+    for i, p in enumerate(problems):
+        values[i] = best_of_n_at_k(p, ks)
+    return values, ["exact"] * len(ks)
+
+
+VOTE_CHUNK = 64  # problems per Monte-Carlo random stream: results do not depend on the worker count
+
+
+def _estimate_votes(problems: list[ProblemSamples], strategies: list[str], ks: list[int], force_monte_carlo: bool,
+                    seed: list[int], draws: int, workers: int) -> dict[str, tuple[np.ndarray, list[str]]]:
+    """majority / weighted_majority for every problem, in chunks of VOTE_CHUNK problems with their
+    own seeded random stream, spread over `workers` processes."""
+    if not strategies:
+        return {}
+    chunks = [(problems[i:i + VOTE_CHUNK], strategies, ks, force_monte_carlo, seed + [i // VOTE_CHUNK], draws)
+              for i in range(0, len(problems), VOTE_CHUNK)]
+    if workers > 1 and len(chunks) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            parts = list(pool.map(_votes_chunk, *zip(*chunks)))
+    else:
+        parts = [_votes_chunk(*chunk) for chunk in chunks]
+    out = {}
+    for s in strategies:
+        labels = [set() for _ in ks]
+        for part in parts:
+            for label_set, kinds in zip(labels, part[s][1]):
+                label_set |= kinds
+        out[s] = (np.concatenate([part[s][0] for part in parts]), ["+".join(sorted(x)) for x in labels])
+    return out
+
+
+def _votes_chunk(problems, strategies, ks, force_monte_carlo, seed, draws):
+    """One chunk of problems; majority and weighted majority share each problem's Monte-Carlo draws."""
+    estimate = {"majority": majority_at_k, "weighted_majority": weighted_majority_at_k}
+    rng = np.random.default_rng(seed)
+    values = {s: np.empty((len(problems), len(ks))) for s in strategies}
+    labels = {s: [set() for _ in ks] for s in strategies}
+    for i, p in enumerate(problems):
+        cache: dict = {}  # freed with the problem
+        for s in strategies:
+            values[s][i], kinds = estimate[s](p, ks, draws=draws, rng=rng, force_monte_carlo=force_monte_carlo,
+                                             draw_cache=cache)
+            for label_set, kind in zip(labels[s], kinds):
+                label_set.add(kind)
+    return {s: (values[s], labels[s]) for s in strategies}
+
+
+# ---------------------------------------------------------------- bootstrap, summary, differences
+
+def bootstrap_weights(num_problems: int, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, problems) multiplicities of a percentile bootstrap over problems (Efron 1979)."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(num_problems, np.full(num_problems, 1.0 / num_problems), size=resamples)
+
+
+def bootstrap_ci(per_problem: np.ndarray, resamples: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over problems (axis 0) and its percentile-bootstrap interval, per column."""
+    per_problem = np.asarray(per_problem, dtype=float).reshape(len(per_problem), -1)
+    mean = per_problem.mean(0)
+    if resamples <= 0:
+        return mean, np.full_like(mean, math.nan), np.full_like(mean, math.nan)
+    means = bootstrap_weights(len(per_problem), resamples, seed) @ per_problem / len(per_problem)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail], axis=0)
+    return mean, low, high
+
+
+@lru_cache(maxsize=256)
+def active_params(model: str) -> float:
+    """Active parameters from the checkpoint index; NaN when the index or the name is unknown."""
+    try:
+        from checkpoints_index.index import resolve
+
+        return float(resolve(model).active_params)
+    except Exception:  # noqa: BLE001 - compute axes are optional: an unknown model gets NaN, never an error
+        return math.nan
+
+
+def summarize(estimates: list[ModelEstimates], bootstrap: int = 1000, seed: int = 0) -> list[dict]:
+    """Tidy rows (COLUMNS): one per model x strategy x k."""
+    rows = []
+    for est in estimates:
+        active = active_params(est.model)
+        for strategy, values in est.values.items():
+            mean, low, high = bootstrap_ci(values, bootstrap, seed)
+            for j, k in enumerate(est.ks):
+                tokens = k * est.tokens_per_sample
+                rows.append(dict(model=est.model, strategy=strategy, k=k, accuracy=float(mean[j]),
+                                 ci_low=float(low[j]), ci_high=float(high[j]), num_problems=len(values),
+                                 mean_tokens=tokens, flops=2.0 * active * tokens,
+                                 estimator=est.estimator[strategy][j]))
+    return rows
+
+
+def paired_differences(estimates: list[ModelEstimates], bootstrap: int = 1000, seed: int = 0) -> list[dict]:
+    """Strategy pairs within each model, and model pairs per strategy on their shared problems and ks."""
+    rows = []
+
+    def add(a_model, a_strategy, b_model, b_strategy, ks, diff):
+        mean, low, high = bootstrap_ci(diff, bootstrap, seed)
+        for j, k in enumerate(ks):
+            rows.append(dict(a_model=a_model, a_strategy=a_strategy, b_model=b_model, b_strategy=b_strategy, k=k,
+                             difference=float(mean[j]), ci_low=float(low[j]), ci_high=float(high[j]),
+                             num_problems=len(diff)))
+
+    for est in estimates:
+        names = list(est.values)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                add(est.model, a, est.model, b, est.ks, est.values[a] - est.values[b])
+    for i, ea in enumerate(estimates):
+        for eb in estimates[i + 1:]:
+            shared = sorted(set(ea.problem_ids) & set(eb.problem_ids))
+            ks = [k for k in ea.ks if k in eb.ks]
+            if not shared or not ks:
+                continue
+            ia, ib = _positions(ea, shared), _positions(eb, shared)
+            ja, jb = [ea.ks.index(k) for k in ks], [eb.ks.index(k) for k in ks]
+            for strategy in ea.values:
+                if strategy in eb.values:
+                    diff = ea.values[strategy][np.ix_(ia, ja)] - eb.values[strategy][np.ix_(ib, jb)]
+                    add(ea.model, strategy, eb.model, strategy, ks, diff)
+    return rows
+
+
+def _positions(est: ModelEstimates, ids: list[str]) -> list[int]:
+    where = {p: i for i, p in enumerate(est.problem_ids)}
+    return [where[p] for p in ids]
+
+
+def aggregate_samples(samples, ks: list[int] | None = None, strategies: list[str] | None = None, *,
+                      estimator: str = "exact", bootstrap: int = 1000, seed: int = 0,
+                      score_column: str | None = None, mc_draws: int = 2000, workers: int = 1) -> list[dict]:
+    """Scored samples (path, pyarrow Table or list of dicts) -> tidy metric rows (COLUMNS)."""
+    estimates = estimate_per_problem(samples, ks, strategies, estimator=estimator, score_column=score_column,
+                                     seed=seed, mc_draws=mc_draws, workers=workers)
+    return summarize(estimates, bootstrap, seed)
+
+
+def write_csv(rows: list[dict], path, columns: list[str] = COLUMNS) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def read_metrics(path) -> list[dict]:
+    """A metrics CSV back into rows with numbers as numbers (what `moelab plot` reads)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such metrics CSV")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in COLUMNS[:9] if c not in (reader.fieldnames or [])]
+        if missing:
+            raise UserError(f"{path}: not a metrics CSV, missing column(s) {', '.join(missing)}")
+        rows = []
+        for line_no, row in enumerate(reader, 2):
+            try:
+                for name in ("accuracy", "ci_low", "ci_high", "mean_tokens", "flops"):
+                    row[name] = float(row[name]) if row[name] not in ("", None) else math.nan
+                row["k"], row["num_problems"] = int(row["k"]), int(row["num_problems"])
+            except ValueError as err:
+                raise UserError(f"{path}:{line_no}: {err}") from None
+            rows.append(row)
+    return rows

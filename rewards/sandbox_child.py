@@ -1,0 +1,146 @@
+"""The process that runs model-written code: `python -I -S sandbox_child.py CPU_S MEMORY_MB < code`.
+
+Run by path (not imported), with no site-packages. Before the untrusted code runs it:
+pre-imports the modules arithmetic code uses, then sets resource limits (CPU seconds, address
+space, no file writes, no new file descriptors, no child processes), then installs an audit hook
+that rejects file writes, sockets, process creation, signals to other processes, ctypes and
+changes to the limits. The parent (`rewards.sandbox`) runs it in an empty temporary directory,
+kills it at the wall-clock deadline and deletes the directory. What this does and does not
+guarantee is written down in `rewards/README.md`.
+
+Answer convention: the return value of `simple_math_problem()` if the code defines it, else the
+value of a final expression statement, else a variable `result`, else the last printed line.
+The result is one JSON line `{"ok": bool, "answer": str|null, "error": str|null}` on stdout.
+"""
+
+import ast
+import builtins
+import io
+import json
+import os
+import sys
+
+# Pre-imported so that code can `import` them after new file descriptors are forbidden.
+import cmath  # noqa: F401
+import collections  # noqa: F401
+import datetime  # noqa: F401
+import decimal  # noqa: F401
+import fractions  # noqa: F401
+import functools  # noqa: F401
+import heapq  # noqa: F401
+import itertools  # noqa: F401
+import math  # noqa: F401
+import operator  # noqa: F401
+import random  # noqa: F401
+import re  # noqa: F401
+import statistics  # noqa: F401
+import string  # noqa: F401
+
+import resource
+
+MAX_ANSWER_CHARS = 1000
+_BLOCKED_PREFIXES = ("socket.", "subprocess.", "os.exec", "os.spawn", "os.posix_spawn", "os.fork", "os.forkpty",
+                     "os.system", "os.kill", "os.killpg", "os.remove", "os.unlink", "os.rename", "os.replace",
+                     "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.truncate", "os.symlink", "os.link",
+                     "os.utime", "os.putenv", "os.unsetenv", "os.chdir", "os.setuid", "os.setgid", "shutil.",
+                     "ctypes.", "resource.setrlimit", "resource.prlimit", "pty.", "signal.pthread_kill",
+                     "sys._getframe", "webbrowser.", "urllib.", "http.", "ftplib.", "smtplib.", "telnetlib.",
+                     "_winapi", "winreg", "mmap.")
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL us when the process that started us dies (prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, 9)
+    except Exception:  # not Linux: the parent's wall-clock kill still applies
+        pass
+
+
+def _limit(cpu_s: int, memory_mb: int) -> None:
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
+    resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))  # ignored for root: the audit hook is the guard
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (3, 3))  # stdin/stdout/stderr only: no new files, sockets
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event == "open":
+        mode = args[1] if len(args) > 1 else None
+        flags = args[2] if len(args) > 2 else 0
+        writes = isinstance(mode, str) and any(c in mode for c in "wax+")
+        if writes or (isinstance(flags, int) and flags & _WRITE_FLAGS):
+            raise PermissionError(f"sandbox: writing files is not allowed ({args[0]!r})")
+        return
+    if event.startswith(_BLOCKED_PREFIXES):
+        raise PermissionError(f"sandbox: {event} is not allowed")
+
+
+def _answer_of(code: str, namespace: dict, printed: io.StringIO) -> object:
+    tree = ast.parse(code)
+    last_value = None
+    has_last_expr = bool(tree.body) and isinstance(tree.body[-1], ast.Expr)
+    if has_last_expr:
+        body = ast.Module(body=tree.body[:-1], type_ignores=[])
+        exec(compile(body, "<completion>", "exec"), namespace)
+        last_value = eval(compile(ast.Expression(tree.body[-1].value), "<completion>", "eval"), namespace)
+    else:
+        exec(compile(tree, "<completion>", "exec"), namespace)
+    if callable(namespace.get("simple_math_problem")):
+        return namespace["simple_math_problem"]()
+    if has_last_expr and last_value is not None:
+        return last_value
+    if "result" in namespace:
+        return namespace["result"]
+    lines = [line for line in printed.getvalue().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else None
+
+
+def _format(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return str(value)
+        if value.is_integer():
+            return str(int(value))
+        return format(value, ".12g")
+    return str(value)[:MAX_ANSWER_CHARS]
+
+
+def main() -> None:
+    cpu_s, memory_mb = int(sys.argv[1]), int(sys.argv[2])
+    code = sys.stdin.read()
+    result_fd = os.dup(1)  # the JSON verdict goes here; the code's own prints are captured
+    sys.stdin = io.StringIO()
+    printed = io.StringIO()
+    _die_with_parent()
+    _limit(cpu_s, memory_mb)
+    sys.addaudithook(_audit)
+    sys.setrecursionlimit(2000)
+    reply: dict = {"ok": False, "answer": None, "error": None}
+    try:
+        sys.stdout = printed
+        value = _answer_of(code, {"__name__": "__sandbox__", "__builtins__": builtins}, printed)
+        reply.update(ok=value is not None, answer=_format(value),
+                     error=None if value is not None else "code returned nothing")
+    except BaseException as err:  # noqa: BLE001 - any failure of the code is a verdict, not a crash
+        reply.update(ok=False, error=f"{type(err).__name__}: {str(err)[:300]}")
+    finally:
+        sys.stdout = sys.__stdout__
+    try:
+        data = json.dumps(reply).encode()
+    except BaseException:  # noqa: BLE001
+        data = b'{"ok": false, "answer": null, "error": "unprintable answer"}'
+    os.write(result_fd, data + b"\n")
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""Score sample sets: one verdict and one answer-cluster key per completion, fast and hang-free.
+
+    from rewards import Scorer, score_samples
+
+    verdicts = score_samples("gsm8k", golds, completions, problem_ids=ids, execute_code=True)
+    with Scorer(num_workers=8, deadline_s=3) as scorer:     # reusable worker pool
+        for chunk in chunks:
+            verdicts = scorer.score("math", chunk.golds, chunk.completions, chunk.problem_ids)
+    verdicts[0].status, verdicts[0].reward, verdicts[0].pred, verdicts[0].cluster
+
+Why it is fast: test-time sweeps hold hundreds of samples per problem with few distinct answers.
+Answers are extracted in this process with linear regexes; each distinct program runs once;
+each distinct (gold, normalised answer) pair is judged once; pairs of plain numbers are decided
+here exactly (`1,234` = `1234.0`; unequal integers are wrong); only the rest goes to
+math-verify, in worker processes, in parallel, each gold parsed once per worker.
+
+Why it cannot hang: math-verify and model code run only in `rewards.pool` workers, each item held
+to `deadline_s` (the worker is killed and replaced when missed). Works from any thread, from
+several threads at once, and inside DataLoader workers.
+
+Clusters (for majority voting): within a problem, all correct answers share one key; numbers are
+keyed by their exact canonical value (`1/2`, `0.5`, `\\frac12` -> `0.5`); other answers by a
+math-verify/sympy fingerprint (see `rewards.equivalence`), the cluster named by the first-seen
+answer's normalised text. `no_answer` and `error` samples get no cluster and never vote.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from moelab.errors import UserError
+from rewards.extract import (canonical_number, clean_number, extract_answer, extract_gold,
+                             normalize_answer, parse_number, resolve_task)
+from rewards.pool import WorkerPool
+
+STATUSES = ("correct", "wrong", "no_answer", "timeout", "error")
+DEFAULT_DEADLINE_S = 5.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One completion's verdict. `reward` is 1.0 iff `status == "correct"`.
+
+    status: `correct` / `wrong` (judged), `no_answer` (nothing extractable, or the program failed),
+    `timeout` (the check or program missed its deadline), `error` (bad input or gold, checker crash).
+    `pred`: the extracted answer (None if none); `cluster`: the vote key (None: does not vote);
+    `detail`: why, for the non-obvious statuses.
+    """
+
+    status: str
+    reward: float
+    pred: str | None
+    cluster: str | None
+    detail: str = ""
+
+
+def completion_text(completion: object) -> str | None:
+    """A plain string, or TRL's conversational form `[{"role": "assistant", "content": ...}]`."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, (list, tuple)) and completion:
+        messages = [m for m in completion if isinstance(m, dict) and isinstance(m.get("content"), str)]
+        assistant = [m for m in messages if m.get("role", "assistant") == "assistant"]
+        if assistant or messages:
+            return (assistant or messages)[-1]["content"]
+    return None
+
+
+class Scorer:
+    """Owns a worker pool; `score()` may be called repeatedly and from several threads."""
+
+    def __init__(self, num_workers: int | None = None, deadline_s: float = DEFAULT_DEADLINE_S,
+                 code_timeout_s: float = 3.0, code_memory_mb: int = 512, worker_memory_mb: int = 3072):
+        if deadline_s <= 0 or code_timeout_s <= 0:
+            raise UserError("deadline_s and code_timeout_s must be positive seconds")
+        self.num_workers = max(1, num_workers or os.cpu_count() or 1)
+        self.deadline_s = deadline_s
+        self.code_timeout_s = code_timeout_s
+        self.code_memory_mb = code_memory_mb
+        self.pool = WorkerPool(self.num_workers, memory_mb=worker_memory_mb)
+
+    def __enter__(self) -> Scorer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def score(self, task: str, golds: Sequence[object], completions: Sequence[object],
+              problem_ids: Sequence[object] | None = None, *, execute_code: bool = False, strict: bool = False,
+              deadline_s: float | None = None, num_workers: int | None = None,
+              progress: Callable[[float], None] | None = None) -> list[Verdict]:
+        """One `Verdict` per completion, in order. See the module docstring."""
+        try:
+            task = resolve_task(task)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        if len(golds) != len(completions) or (problem_ids is not None and len(problem_ids) != len(completions)):
+            raise UserError(f"golds ({len(golds)}), completions ({len(completions)}) and problem_ids "
+                            f"({'-' if problem_ids is None else len(problem_ids)}) must have the same length")
+        deadline = float(deadline_s or self.deadline_s)
+        inner_timeout = max(1, int(deadline // 2))  # math-verify's own alarm, inside the hard deadline
+        workers = min(num_workers or self.num_workers, self.num_workers)
+        count = len(completions)
+        verdicts: list[Verdict | None] = [None] * count
+        preds: list[tuple[str, bool] | None] = [None] * count  # (answer, is completion tail)
+        gold_answers: list[str | None] = [None] * count
+
+        # 1. Extract answers and golds here (cheap, linear); collect distinct programs.
+        programs: dict[str, list[int]] = {}
+        for i, (gold, completion) in enumerate(zip(golds, completions)):
+            text = completion_text(completion)
+            if text is None or gold is None or not str(gold).strip():
+                what = "completion" if text is None else "gold answer"
+                verdicts[i] = Verdict("error", 0.0, None, None, f"missing or malformed {what}")
+                continue
+            gold_answers[i] = extract_gold(str(gold))
+            found = extract_answer(task, text, strict=strict, execute_code=execute_code)
+            if found.code is not None:
+                programs.setdefault(found.code, []).append(i)
+            elif found.pred is None:
+                verdicts[i] = Verdict("no_answer", 0.0, None, None, "no answer found")
+            else:
+                preds[i] = (found.pred, found.source == "text")
+
+        total_items = [len(programs)]
+        done = [0]
+
+        def tick(n: int) -> None:
+            done[0] += n
+            if progress is not None:
+                progress(min(1.0, done[0] / max(1, total_items[0])))
+
+        # 2. Run each distinct program once; its return value becomes the answer.
+        if programs:
+            code_items = [{"kind": "code", "code": code, "timeout_s": self.code_timeout_s,
+                           "memory_mb": self.code_memory_mb, "deadline_s": self.code_timeout_s + 3.0}
+                          for code in programs]
+            for result, indices in zip(self.pool.run(code_items, workers, tick), programs.values()):
+                answer = result.get("answer")
+                for i in indices:
+                    if result.get("status") == "ok" and answer:
+                        number = clean_number(answer) if task != "math" else None
+                        preds[i] = (number or normalize_answer(answer), False)
+                    else:
+                        status = "timeout" if result.get("status") == "timeout" else "no_answer"
+                        verdicts[i] = Verdict(status, 0.0, None, None, "code: " + str(result.get("detail", "")))
+
+        # 3. Decide plain numbers here; collect distinct pairs for math-verify.
+        judged: dict[tuple[str, str, bool], dict] = {}
+        to_judge: list[tuple[str, str, bool]] = []
+        for i in range(count):
+            if verdicts[i] is not None or preds[i] is None:
+                continue
+            answer, is_text = preds[i]
+            key = (gold_answers[i], answer if is_text else normalize_answer(answer), is_text)
+            if key in judged:
+                continue
+            gold_number = parse_number(key[0])
+            pred_number = None if is_text else parse_number(key[1])
+            if gold_number is not None and pred_number is not None and (
+                    gold_number == pred_number or (gold_number.denominator == 1 and pred_number.denominator == 1)):
+                judged[key] = {"status": "correct" if gold_number == pred_number else "wrong", "pred": key[1],
+                               "numeric": canonical_number(pred_number), "fingerprint": None, "detail": ""}
+            else:
+                judged[key] = {}
+                to_judge.append(key)
+        total_items[0] += len(to_judge)
+        judge_items = [{"kind": "judge", "gold": gold, "pred": pred, "pred_is_text": is_text,
+                        "timeout_s": inner_timeout, "deadline_s": deadline}
+                       for gold, pred, is_text in sorted(to_judge)]  # same gold together: cache hits
+        for item, result in zip(judge_items, self.pool.run(judge_items, workers, tick)):
+            key = (item["gold"], item["pred"], item["pred_is_text"])
+            result.setdefault("pred", None if key[2] else key[1])
+            if result.get("numeric") is None and not key[2]:
+                number = parse_number(key[1])
+                result["numeric"] = canonical_number(number) if number is not None else None
+            judged[key] = result
+        if progress is not None:
+            progress(1.0)
+
+        # 4. Verdicts and clusters, in sample order (first-seen answer names a cluster).
+        problems = problem_ids if problem_ids is not None else gold_answers
+        correct_cluster: dict[object, str] = {}
+        fingerprint_cluster: dict[tuple[object, str], str] = {}
+        for i in range(count):
+            if verdicts[i] is not None:
+                continue
+            answer, is_text = preds[i]
+            result = judged[(gold_answers[i], answer if is_text else normalize_answer(answer), is_text)]
+            status = result.get("status", "error")
+            pred = result.get("pred")
+            cluster = None
+            if status in ("correct", "wrong", "timeout") and pred is not None:
+                own = result.get("numeric") or normalize_answer(pred)
+                if result.get("fingerprint"):
+                    own = fingerprint_cluster.setdefault((problems[i], result["fingerprint"]), own)
+                cluster = correct_cluster.setdefault(problems[i], own) if status == "correct" else own
+            verdicts[i] = Verdict(status if status in STATUSES else "error", 1.0 if status == "correct" else 0.0,
+                                  pred, cluster, str(result.get("detail", "")))
+        return verdicts  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------- default scorer
+
+_DEFAULT: dict[int, Scorer] = {}
+_DEFAULT_LOCK = threading.Lock()
+
+
+def _fresh_lock_after_fork() -> None:
+    global _DEFAULT_LOCK  # another thread may have held it at fork time: the child must not wait on it
+    _DEFAULT_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_lock_after_fork)
+
+
+def default_scorer(num_workers: int | None = None) -> Scorer:
+    """The process-wide scorer (one per process id, so forked DataLoader workers get their own)."""
+    with _DEFAULT_LOCK:
+        pid = os.getpid()
+        scorer = _DEFAULT.get(pid)
+        if scorer is None or (num_workers and num_workers > scorer.num_workers):
+            if scorer is not None:
+                scorer.close()
+            scorer = _DEFAULT[pid] = Scorer(num_workers=num_workers)
+        return scorer
+
+
+def _close_default() -> None:
+    scorer = _DEFAULT.get(os.getpid())
+    if scorer is not None:
+        scorer.close()
+
+
+atexit.register(_close_default)
+
+
+def score_samples(task: str, golds: Sequence[object], completions: Sequence[object],
+                  problem_ids: Sequence[object] | None = None, execute_code: bool = False, strict: bool = False,
+                  deadline_s: float = DEFAULT_DEADLINE_S, num_workers: int | None = None,
+                  progress: Callable[[float], None] | None = None) -> list[Verdict]:
+    """Score with the process-wide reusable worker pool. See `Scorer.score` and the module docstring."""
+    return default_scorer(num_workers).score(task, golds, completions, problem_ids, execute_code=execute_code,
+                                             strict=strict, deadline_s=deadline_s, num_workers=num_workers,
+                                             progress=progress)

@@ -1,0 +1,185 @@
+"""`moelab aggregate` and `moelab plot` on small files: columns, rows, CIs, compute axes, errors, figures."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from inference import aggregate_cli, plot_cli
+from inference.aggregate import COLUMNS, aggregate_samples, bootstrap_ci, read_metrics
+from inference.plots import plot_cross_model, plot_curves
+from moelab.errors import UserError
+
+MODELS = ("d512-E8-k2", "my-local-model")  # one the checkpoint index knows, one it does not
+STRATEGIES = ("pass", "majority", "best_of_n", "weighted_majority")
+
+
+def write_samples(path, num_problems=6, num_samples=8, seed=0):
+    rng = np.random.default_rng(seed)
+    with path.open("w") as f:
+        for model in MODELS:
+            for p in range(num_problems):
+                for i in range(num_samples):
+                    answer = None if rng.random() < 0.15 else int(rng.integers(3))
+                    f.write(json.dumps({"model": model, "problem_id": f"q{p}", "sample_idx": i, "answer": answer,
+                                        "correct": answer == 1, "score": round(float(rng.random()), 2),
+                                        "num_tokens": int(rng.integers(20, 60))}) + "\n")
+    return path
+
+
+def cli_args(module, argv):
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+@pytest.fixture(scope="module")
+def metrics(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("agg")
+    samples = write_samples(tmp / "samples.jsonl")
+    out = tmp / "metrics.csv"
+    assert aggregate_cli.run(cli_args(aggregate_cli, [str(samples), "--out", str(out), "--bootstrap", "200",
+                                                      "--paired", str(tmp / "pairs.csv")])) == 0
+    return tmp, samples, out
+
+
+def test_aggregate_cli_writes_every_model_strategy_k(metrics):
+    tmp, _, out = metrics
+    with out.open() as f:
+        header = next(csv.reader(f))
+    assert header[:9] == COLUMNS[:9]
+    rows = read_metrics(out)
+    assert {(r["model"], r["strategy"], r["k"]) for r in rows} == {
+        (m, s, k) for m in MODELS for s in STRATEGIES for k in (1, 2, 4, 8)}
+    assert len(rows) == 2 * 4 * 4
+    for r in rows:
+        assert r["num_problems"] == 6 and r["estimator"] == "exact"
+        assert r["ci_low"] <= r["accuracy"] <= r["ci_high"]
+    known = [r for r in rows if r["model"] == "d512-E8-k2" and r["strategy"] == "pass"]
+    from checkpoints_index.index import resolve
+
+    active = resolve("d512-E8-k2").active_params
+    assert known[1]["mean_tokens"] == pytest.approx(2 * known[0]["mean_tokens"])
+    assert known[2]["flops"] == pytest.approx(2 * active * known[2]["mean_tokens"])
+    assert all(math.isnan(r["flops"]) for r in rows if r["model"] == "my-local-model")
+    # pass@k never below majority@k on the same k; pass@1 == majority@1 == best-of-n@1
+    by_key = {(r["model"], r["strategy"], r["k"]): r["accuracy"] for r in rows}
+    for m in MODELS:
+        assert by_key[m, "pass", 1] == pytest.approx(by_key[m, "majority", 1])
+        assert by_key[m, "pass", 1] == pytest.approx(by_key[m, "best_of_n", 1])
+        assert all(by_key[m, "pass", k] >= by_key[m, "majority", k] - 1e-12 for k in (1, 2, 4, 8))
+    pairs = list(csv.DictReader((tmp / "pairs.csv").open()))
+    assert {(p["a_strategy"], p["b_strategy"]) for p in pairs if p["a_model"] == p["b_model"]} >= {
+        ("pass", "majority")}
+    cross = [p for p in pairs if p["a_model"] != p["b_model"]]
+    assert len(cross) == 4 * 4  # 4 strategies x 4 ks, the two models on their 6 shared problems
+
+
+def test_prefix_estimator_and_explicit_ks(metrics, tmp_path):
+    _, samples, _ = metrics
+    out = tmp_path / "prefix.csv"
+    aggregate_cli.run(cli_args(aggregate_cli, [str(samples), "--out", str(out), "--k", "1,3,16",
+                                               "--estimator", "prefix", "--strategies", "pass,majority"]))
+    rows = read_metrics(out)
+    assert {r["k"] for r in rows} == {1, 3}  # 16 > 8 samples: skipped with a warning
+    assert {r["estimator"] for r in rows} == {"prefix"}
+
+
+def test_bootstrap_is_seeded_and_contains_the_mean():
+    values = np.random.default_rng(3).random((50, 3))
+    mean, low, high = bootstrap_ci(values, 500, seed=1)
+    assert np.allclose(mean, values.mean(0)) and np.all(low <= mean) and np.all(mean <= high)
+    again = bootstrap_ci(values, 500, seed=1)
+    other = bootstrap_ci(values, 500, seed=2)
+    assert np.array_equal(again[1], low) and np.array_equal(again[2], high)
+    assert not np.array_equal(other[1], low)
+
+
+def test_aggregate_samples_api_is_reproducible(metrics):
+    _, samples, _ = metrics
+    a = aggregate_samples(samples, [2, 4], ["majority"], bootstrap=100, seed=5)
+    b = aggregate_samples(samples, [2, 4], ["majority"], bootstrap=100, seed=5)
+    assert repr(a) == repr(b) and len(a) == 2 * 2  # repr: NaN flops compare equal
+
+
+def test_bad_inputs_name_what_to_fix(tmp_path):
+    missing = tmp_path / "missing.jsonl"
+    missing.write_text(json.dumps({"problem_id": "a", "sample_idx": 0, "answer": "1"}) + "\n")
+    with pytest.raises(UserError, match=r"missing\.jsonl.*'correct'"):
+        aggregate_samples(missing)
+    no_answer_column = tmp_path / "noanswer.jsonl"
+    no_answer_column.write_text(json.dumps({"problem_id": "a", "sample_idx": 0, "correct": True}) + "\n")
+    with pytest.raises(UserError, match=r"noanswer\.jsonl.*'answer'"):
+        aggregate_samples(no_answer_column)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(json.dumps({"problem_id": "a", "sample_idx": 0, "answer": "1", "correct": True}) + "\n{oops\n")
+    with pytest.raises(UserError, match=r"broken\.jsonl:2: bad JSON"):
+        aggregate_samples(broken)
+    duplicate = tmp_path / "dup.jsonl"
+    row = json.dumps({"problem_id": "a", "sample_idx": 0, "answer": "1", "correct": True})
+    duplicate.write_text(row + "\n" + row + "\n")
+    with pytest.raises(UserError, match="duplicate sample"):
+        aggregate_samples(duplicate)
+    no_score = tmp_path / "noscore.jsonl"
+    no_score.write_text(row + "\n")
+    with pytest.raises(UserError, match="needs a score column"):
+        aggregate_samples(no_score, strategies=["best_of_n"])
+    with pytest.raises(UserError, match="no such samples"):
+        aggregate_samples(tmp_path / "nope.jsonl")
+
+
+def test_plot_writes_png_with_one_line_per_strategy(metrics):
+    tmp, _, out = metrics
+    rows = read_metrics(out)
+    fig = plot_curves(rows)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == 2 and all(len(ax.get_lines()) == 4 for ax in panels)
+    assert all(len(ax.collections) == 4 for ax in panels)  # one CI band per strategy
+    png = tmp / "curves.png"
+    assert plot_cli.run(cli_args(plot_cli, [str(out), "--out", str(png), "--x", "tokens"])) == 0
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(UserError, match="flops"):  # my-local-model has no FLOPs
+        plot_cli.run(cli_args(plot_cli, [str(out), "--out", str(tmp / "f.png"), "--x", "flops"]))
+
+
+def test_cross_model_plot_groups_by_active_params(metrics):
+    tmp, _, out = metrics
+    rows = read_metrics(out)
+    params = {"d512-E8-k2": dict(total_params=3e8, active_params=1e8, tpp=400.0, density=0.25),
+              "my-local-model": dict(total_params=6e8, active_params=1e8, tpp=200.0, density=0.125)}
+    fig = plot_cross_model(rows, params, "total_params", "majority", [1, 4, 8])
+    assert len(fig.axes[0].get_lines()) == 3  # one active-parameter group x three budgets
+    params["my-local-model"]["active_params"] = 2e8
+    assert len(plot_cross_model(rows, params, "tpp", "pass", [1, 4]).axes[0].get_lines()) == 4
+    params_csv = tmp / "params.csv"
+    params_csv.write_text("model,total_params,active_params\nmy-local-model,6e8,1.2e8\n")
+    pdf = tmp / "cross.pdf"
+    plot_cli.run(cli_args(plot_cli, [str(out), "--out", str(pdf), "--cross-model", "--params-csv", str(params_csv)]))
+    assert pdf.stat().st_size > 1000
+    with pytest.raises(UserError, match="my-local-model.*--params-csv"):
+        plot_cli.run(cli_args(plot_cli, [str(out), "--out", str(pdf), "--cross-model"]))
+
+
+def test_parquet_shards_without_model_fall_back_to_mean_logprob(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shards = tmp_path / "store"
+    shards.mkdir()
+    for shard, problems in enumerate((["p0", "p1"], ["p2"])):
+        rows = [{"problem_id": p, "sample_idx": i, "answer": ["7", "8", None, "7"][i], "correct": i in (0, 3),
+                 "mean_logprob": [-0.1, -2.0, -0.05, -0.3][i]} for p in problems for i in range(4)]
+        pq.write_table(pa.Table.from_pylist(rows), shards / f"part-{shard}.parquet")
+    rows = aggregate_samples(shards, [1, 4], bootstrap=0)
+    by_key = {(r["strategy"], r["k"]): r for r in rows}
+    assert {r["model"] for r in rows} == {"model"} and rows[0]["num_problems"] == 3
+    assert by_key["best_of_n", 4]["accuracy"] == 1.0  # -0.05 has no answer; -0.1 ("7", correct) wins
+    assert by_key["majority", 4]["accuracy"] == 1.0 and by_key["pass", 1]["accuracy"] == pytest.approx(0.5)
+    assert math.isnan(by_key["pass", 1]["ci_low"]) and math.isnan(by_key["pass", 1]["mean_tokens"])
+    with pytest.raises(UserError, match="no score column 'reward'"):
+        aggregate_samples(shards, score_column="reward")

@@ -1,0 +1,137 @@
+"""The estimators against brute force: every k-subset of small problems, scored by plain Python."""
+
+from __future__ import annotations
+
+import itertools
+from math import comb
+
+import numpy as np
+import pytest
+
+from inference.estimators import (ProblemSamples, _enumerate, best_of_n_at_k, majority_at_k, majority_exact,
+                                  pass_at_k, prefix_at_k, weighted_majority_at_k)
+
+
+def random_problem(rng: np.random.Generator, n: int) -> ProblemSamples:
+    """Random clusters (some no-answer), correctness consistent per cluster, integer scores with ties."""
+    num_clusters = int(rng.integers(1, 5))
+    answers = [None if rng.random() < 0.2 else f"a{rng.integers(num_clusters)}" for _ in range(n)]
+    good = {f"a{c}": bool(rng.random() < 0.4) for c in range(num_clusters)}
+    correct = [a is not None and good[a] for a in answers]
+    score = rng.integers(-2, 3, size=n).astype(float)  # small integers: ties everywhere, exact sums
+    return ProblemSamples.from_answers(answers, correct, score)
+
+
+def brute_force(p: ProblemSamples, k: int) -> dict[str, float]:
+    """Average of each strategy over all C(n, k) subsets, ties split uniformly, in plain Python."""
+    values = p.cluster_value()
+    totals = dict.fromkeys(("pass", "majority", "best_of_n", "weighted_majority"), 0.0)
+    for subset in itertools.combinations(range(p.n), k):
+        totals["pass"] += any(p.correct[i] for i in subset)
+        voters = [i for i in subset if p.cluster[i] >= 0]
+        if not voters:
+            continue
+        votes, sums = {}, {}
+        for i in voters:
+            votes[p.cluster[i]] = votes.get(p.cluster[i], 0) + 1
+            sums[p.cluster[i]] = sums.get(p.cluster[i], 0.0) + p.score[i]
+        for key, table in (("majority", votes), ("weighted_majority", sums)):
+            top = max(table.values())
+            winners = [c for c, v in table.items() if v == top]
+            totals[key] += sum(values[c] for c in winners) / len(winners)
+        best = max(p.score[i] for i in voters)
+        chosen = [i for i in voters if p.score[i] == best]
+        totals["best_of_n"] += sum(p.correct[i] for i in chosen) / len(chosen)
+    return {key: total / comb(p.n, k) for key, total in totals.items()}
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_all_estimators_equal_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    p = random_problem(rng, int(rng.integers(1, 13)))
+    ks = list(range(1, p.n + 1))
+    expected = [brute_force(p, k) for k in ks]
+    got = {
+        "pass": pass_at_k(p.n, np.array([p.correct.sum()]), ks)[0],
+        "majority": majority_at_k(p, ks)[0],
+        "best_of_n": best_of_n_at_k(p, ks),
+        "weighted_majority": weighted_majority_at_k(p, ks)[0],
+    }
+    num_null = int(np.sum(p.cluster < 0))
+    got["majority_dp"] = majority_exact(p.cluster_sizes(), p.cluster_value(), num_null, ks)  # not enumeration
+    got["majority_enumerated"] = [_enumerate(p, k, None) for k in ks]  # the fallback path, too
+    for e in expected:
+        e["majority_dp"] = e["majority_enumerated"] = e["majority"]
+    for strategy, values in got.items():
+        np.testing.assert_allclose(values, [e[strategy] for e in expected], atol=1e-9, rtol=0, err_msg=strategy)
+
+
+def test_majority_dp_matches_brute_force_with_big_clusters():
+    """The DP proper (not enumeration), with ties between big clusters and many no-answer samples."""
+    answers = ["x"] * 5 + ["y"] * 5 + ["z"] * 3 + [None] * 3
+    p = ProblemSamples.from_answers(answers, [a == "y" for a in answers], np.zeros(16))
+    ks = list(range(1, 17))
+    np.testing.assert_allclose(majority_exact(p.cluster_sizes(), p.cluster_value(), 3, ks),
+                               [brute_force(p, k)["majority"] for k in ks], atol=1e-12)
+
+
+def test_enumeration_beyond_16_samples_matches_brute_force():
+    """n > 16: the exact paths for few subsets (k = 1, 2, n-1, n) go through itertools, not bitmasks."""
+    p = random_problem(np.random.default_rng(11), 20)
+    for k in (1, 2, 19, 20):
+        expected = brute_force(p, k)
+        assert _enumerate(p, k, None) == pytest.approx(expected["majority"], abs=1e-12)
+        assert _enumerate(p, k, p.score) == pytest.approx(expected["weighted_majority"], abs=1e-12)
+        assert weighted_majority_at_k(p, [k])[1] == ["exact"]
+
+
+def test_exact_majority_stays_exact_at_n_1024():
+    answers = ["a"] * 700 + ["b"] * 300 + [None] * 24
+    p = ProblemSamples.from_answers(answers, [a == "b" for a in answers])
+    values, kinds = majority_at_k(p, [1, 2, 1024])
+    assert kinds == ["exact"] * 3
+    assert values[0] == pytest.approx(300 / 1024, abs=1e-12)  # k=1: the one sample's answer
+    assert values[1] == pytest.approx((300 * 299 / 2 + 0.5 * 300 * 700 + 300 * 24) / comb(1024, 2), abs=1e-12)
+    assert values[2] == 0.0  # everything: "a" wins
+
+
+def test_monte_carlo_agrees_with_exact_at_n_40():
+    rng = np.random.default_rng(7)
+    answers = [None if rng.random() < 0.15 else f"a{rng.integers(4)}" for _ in range(40)]
+    correct = [a in ("a1", "a3") for a in answers]
+    score = rng.random(40)
+    p = ProblemSamples.from_answers(answers, correct, score)
+    ks = [2, 5, 10, 20]
+    exact, kinds = majority_at_k(p, ks)
+    assert kinds == ["exact"] * 4
+    mc, mc_kinds = majority_at_k(p, ks, draws=20_000, rng=np.random.default_rng(1), force_monte_carlo=True)
+    assert mc_kinds == ["monte_carlo"] * 4
+    np.testing.assert_allclose(mc, exact, atol=0.015)
+    # weighted: enumeration is exact for k=2 (780 subsets); compare Monte Carlo there and at k=38
+    weighted_exact, weighted_kinds = weighted_majority_at_k(p, [2, 38])
+    assert weighted_kinds == ["exact", "exact"]
+    weighted_mc, _ = weighted_majority_at_k(p, [2, 38], draws=20_000, rng=np.random.default_rng(2),
+                                            force_monte_carlo=True)
+    np.testing.assert_allclose(weighted_mc, weighted_exact, atol=0.015)
+    _, big_kinds = weighted_majority_at_k(p, [20])
+    assert big_kinds == ["monte_carlo"]
+
+
+def test_prefix_mode_matches_hand_computation():
+    # order: b, a, None, a, b, c  (a is correct). Scores: 0.1 0.5 0.9 0.5 0.7 0.2
+    answers = ["b", "a", None, "a", "b", "c"]
+    p = ProblemSamples.from_answers(answers, [a == "a" for a in answers], [0.1, 0.5, 0.9, 0.5, 0.7, 0.2])
+    ks = [1, 2, 3, 4, 5, 6]
+    assert prefix_at_k(p, "pass", ks).tolist() == [0, 1, 1, 1, 1, 1]
+    # k=2: b,a tie -> b seen first (wrong); k=4: a has 2 votes; k=5: a,b tie at 2 -> b first seen
+    assert prefix_at_k(p, "majority", ks).tolist() == [0, 0, 0, 1, 0, 0]
+    # highest score among answered: k=2 a(0.5); k=3 the 0.9 has no answer; k=5 b(0.7)
+    assert prefix_at_k(p, "best_of_n", ks).tolist() == [0, 1, 1, 1, 0, 0]
+    # sums: k=4 a=1.0 > b=0.1; k=5 b=0.8 < a=1.0; k=6 same
+    assert prefix_at_k(p, "weighted_majority", ks).tolist() == [0, 1, 1, 1, 1, 1]
+
+
+def test_no_answer_subsets_score_zero():
+    p = ProblemSamples.from_answers([None, None, "a"], [False, False, True], [5.0, 5.0, 0.0])
+    assert majority_at_k(p, [1])[0][0] == pytest.approx(1 / 3)
+    assert best_of_n_at_k(p, [1, 2])[1] == pytest.approx(2 / 3)  # "a" is in 2 of the 3 pairs
