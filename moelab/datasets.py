@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 from moelab.errors import UserError
+from rewards.extract import last_boxed  # the checker's own boxed parser: gold and predictions agree
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 HUB_DATASETS = {
@@ -32,22 +33,6 @@ def gsm8k_final_answer(solution: str) -> str:
     """The number after GSM8K's `####`, thousands separators removed (the dataset's own convention)."""
     tail = solution.rsplit("####", 1)[-1].strip()
     return tail.replace(",", "").replace("$", "").strip()
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` / `\\fbox{...}` with balanced braces (MATH's gold convention)."""
-    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if start < 0:
-        return None
-    brace = text.find("{", start)
-    if brace < 0:
-        return None
-    depth = 0
-    for i in range(brace, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[i], 0)
-        if depth == 0:
-            return text[brace + 1:i]
-    return None
 
 
 def _row(pid: str, question: str, solution: str, gold: str | None = None) -> dict:

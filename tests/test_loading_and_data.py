@@ -7,7 +7,7 @@ import torch
 
 from checkpoints_index.index import resolve
 from checkpoints_index.loading import byte_level_tokenizer, load_checkpoint, materialize_random, model_source
-from moelab.datasets import gsm8k_final_answer, last_boxed, load_problems
+from moelab.datasets import gsm8k_final_answer, last_boxed, load_problems  # last_boxed re-exported
 from moelab.errors import UserError
 from moelab.prompts import STUDY_STOP_STRINGS, chat_prompt, format_prompt, sample_shots
 
