@@ -1,0 +1,109 @@
+"""`moelab demo`: the lab's main job. Does GRPO, or more samples, rescue the sparse models?
+
+    moelab demo configs/demo/toy.yaml            # the toy family on a laptop CPU (~15 min)
+    moelab demo configs/demo/toy.yaml --quick    # the same pipeline on less work (<= 5 min)
+    moelab demo configs/demo/paper.yaml          # the released checkpoints, on a GPU node
+
+Four stages, each reading only what the previous one wrote to disk, each skipped on a rerun when
+its output is complete (sweeps resume sample by sample; a GRPO run with a `summary.json` is done):
+
+  1. sweep every member (N samples per problem + greedy) -> <run>/before/
+  2. GRPO every member with the same budget            -> <run>/grpo/<member>/
+  3. sweep every GRPO'd member the same way            -> <run>/after/
+  4. plots and report.md                               -> <run>/plots/, <run>/report.md
+
+The report quotes numbers straight from the metrics CSVs (a test re-derives them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from moelab.config import load_config, save_resolved_config
+from moelab.errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", nargs="?", default="configs/demo/toy.yaml", help="demo recipe (default: toy)")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides of the demo recipe")
+    parser.add_argument("--quick", action="store_true", help="apply the recipe's `quick` overrides (<= 5 min)")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.recipe, args.overrides)
+    if cfg.kind != "demo":
+        raise UserError(f"{args.recipe}: kind is '{cfg.kind}', expected a demo recipe (configs/demo/)")
+    report = run_demo(cfg, quick=args.quick)
+    print(f"report: {report}")
+    return 0
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.strip("/")).strip("_")[-80:]
+
+
+def _stage(title: str, started: float) -> None:
+    print(f"\n=== {title}  (elapsed {time.monotonic() - started:.0f} s)", flush=True)
+
+
+def run_demo(cfg: Any, quick: bool = False) -> Path:
+    """Run (or resume) the whole demo; returns the path of report.md."""
+    from inference.sweep import run_sweep
+    from inference.sweep_schema import SweepConfig
+    from rl.launch import run_recipe
+    from rl.schema import GRPORecipe
+
+    started = time.monotonic()
+    run_dir = Path(cfg.output_dir) / (f"{cfg.run_name}-quick" if quick else cfg.run_name)
+    save_resolved_config(cfg, run_dir)
+    models = list(cfg.quick.models) if quick and cfg.quick.models else list(cfg.models)
+    sweep_overrides = [*cfg.sweep_overrides, *(cfg.quick.sweep_overrides if quick else [])]
+    grpo_overrides = [*cfg.grpo_overrides, *(cfg.quick.grpo_overrides if quick else [])]
+
+    def sweep(run_name: str, members: list[str]) -> Path:
+        overrides = [*sweep_overrides, f"output_dir={run_dir}", f"run_name={run_name}", f"models={json.dumps(members)}"]
+        sweep_cfg = load_config(cfg.sweep_recipe, overrides, schema=SweepConfig)
+        return Path(run_sweep(sweep_cfg)["metrics"])
+
+    # Validate the GRPO recipe for every member before the first (long) sweep starts.
+    grpo_cfgs = {m: load_config(cfg.grpo_recipe, [*grpo_overrides, f"model.name={m}",
+                                                  f"output_dir={run_dir / 'grpo' / _slug(m)}",
+                                                  f"checkpoints.register_name={_slug(m)}-grpo-{run_dir.name}"],
+                                schema=GRPORecipe)
+                 for m in models}
+
+    _stage(f"1/4 sweep before GRPO: {len(models)} members", started)
+    before = sweep("before", models)
+
+    trained: dict[str, str] = {}
+    for i, member in enumerate(models, 1):
+        _stage(f"2/4 GRPO {i}/{len(models)}: {member}", started)
+        grpo_cfg = grpo_cfgs[member]
+        summary_path = Path(grpo_cfg.output_dir) / "summary.json"
+        if not summary_path.is_file():
+            if run_recipe(grpo_cfg) != 0:
+                raise UserError(f"GRPO of {member} failed; see {grpo_cfg.output_dir}")
+        summary = json.loads(summary_path.read_text())
+        trained[member] = summary.get("registered") or summary["final_dir"]
+
+    _stage("3/4 sweep after GRPO", started)
+    after = sweep("after", [trained[m] for m in models])
+
+    _stage("4/4 plots and report", started)
+    from moelab.demo_report import write_report
+
+    report = write_report(run_dir, models, trained, before, after, cfg,
+                          grpo_dirs={m: Path(c.output_dir) for m, c in grpo_cfgs.items()})
+    print(f"demo finished in {time.monotonic() - started:.0f} s", flush=True)
+    return report
+
+
+def read_metrics(path: Path) -> list[dict]:
+    with Path(path).open() as f:
+        return list(csv.DictReader(f))

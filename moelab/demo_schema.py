@@ -1,0 +1,36 @@
+"""Recipe schema of `moelab demo` (kind `demo`): the study's experiment in miniature, as one recipe.
+
+A demo names a family of models, a sweep recipe and a GRPO recipe; it runs the sweep on every
+member, GRPO on every member, the same sweep on every GRPO'd member, and writes the plots and a
+report. `quick` holds overrides that `--quick` applies on top, so the quick run is the same
+pipeline on less work, never a different code path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from moelab.config import MISSING, config_field, recipe
+
+
+@dataclass
+class QuickOverrides:
+    models: list[str] = config_field([], "members for --quick (empty: all of `models`)")
+    sweep_overrides: list[str] = config_field([], "extra key=value overrides of the sweep recipe under --quick")
+    grpo_overrides: list[str] = config_field([], "extra key=value overrides of the GRPO recipe under --quick")
+
+
+@recipe("demo")
+@dataclass
+class DemoConfig:
+    kind: str = config_field("demo", "recipe type")
+    run_name: str = config_field("toy", "outputs go to <output_dir>/<run_name>/; rerunning the same name resumes")
+    output_dir: str = config_field("outputs/demo", "parent directory of demo runs")
+    models: list[str] = config_field(MISSING, "the family: checkpoint index names, hub ids or local directories")
+    sweep_recipe: str = config_field(MISSING, "sweep recipe run before and after GRPO", must_exist=True)
+    sweep_overrides: list[str] = config_field([], "key=value overrides of the sweep recipe")
+    grpo_recipe: str = config_field(MISSING, "GRPO recipe run on every member", must_exist=True)
+    grpo_overrides: list[str] = config_field([], "key=value overrides of the GRPO recipe")
+    budgets: list[int] = config_field([1, 4, 32], "sample budgets k drawn as lines in the cross-model plot")
+    strategies: list[str] = config_field(["pass", "majority", "best_of_n"], "strategies in per-member plots")
+    quick: QuickOverrides = config_field(QuickOverrides, "what `moelab demo --quick` changes")
