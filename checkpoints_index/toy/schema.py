@@ -1,0 +1,59 @@
+"""Recipe schema of `moelab toy train` (kind `toy_train`): cheap to import, no torch here.
+
+One recipe trains the whole family: every member shares depth, width, data, token budget and seed,
+and differs only in its number of experts and top-k, as the study's grid does at full scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from moelab.config import config_field, recipe
+
+
+@dataclass
+class ToyModelConfig:
+    hidden_size: int = config_field(64, "d_model of every member")
+    num_layers: int = config_field(4, "transformer layers of every member")
+    num_heads: int = config_field(2, "attention heads (head_dim = hidden_size / num_heads; vLLM-CPU needs >= 32)")
+    expert_ffn: int = config_field(128, "intermediate size of each expert's SwiGLU FFN")
+    max_positions: int = config_field(256, "max_position_embeddings (toy sequences are < 120 tokens)")
+    tie_embeddings: bool = config_field(False, "tie input embeddings and LM head")
+
+
+@dataclass
+class ToyTaskConfig:
+    num_train_problems: int = config_field(20000, "distinct training problems drawn from the train split")
+    min_steps: int = config_field(1, "fewest +/- operations per problem")
+    max_steps: int = config_field(3, "most +/- operations per problem")
+    max_operand: int = config_field(30, "largest operand (and starting amount)")
+
+
+@dataclass
+class ToyOptimConfig:
+    steps: int = config_field(1000, "optimizer steps per member (same token budget for all)")
+    batch_size: int = config_field(32, "sequences per step")
+    lr: float = config_field(3e-3, "peak AdamW learning rate")
+    warmup_steps: int = config_field(50, "linear warm-up steps before the cosine decay to 0")
+    weight_decay: float = config_field(0.01, "AdamW weight decay")
+    grad_clip: float = config_field(1.0, "max global gradient norm")
+    router_aux_loss_coef: float = config_field(
+        0.01, "Mixtral load-balancing loss coefficient; the loss is ~k when balanced, so it pulls k times "
+              "harder at larger top-k")
+
+
+@dataclass
+@recipe("toy_train")
+class ToyTrainConfig:
+    kind: str = config_field("toy_train", "recipe type")
+    seed: int = config_field(0, "seed of data, tokenizer corpus, init and data order (same for every member)")
+    members: list[str] = config_field(["E4-k2", "E8-k2", "E16-k2", "E8-k4"],
+                                      "members as 'E{experts}-k{top_k}'; saved as toy-d{hidden}-E{E}-k{K}")
+    output_dir: str = config_field("checkpoints_index/toy/models", "where each member's directory is written")
+    vocab_size: int = config_field(400, "byte-level BPE vocabulary (digits are always single tokens)")
+    threads: int = config_field(
+        1, "torch threads (0 = torch's default). 1 is robust on a shared machine (2 threads on busy cores were "
+           "30x slower from OpenMP spin-waits) and keeps float reductions, hence weights, bit-reproducible")
+    model: ToyModelConfig = config_field(ToyModelConfig, "architecture shared by all members")
+    task: ToyTaskConfig = config_field(ToyTaskConfig, "training data")
+    optim: ToyOptimConfig = config_field(ToyOptimConfig, "optimizer and budget")

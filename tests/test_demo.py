@@ -1,0 +1,88 @@
+"""The main job end to end on a small slice of the toy family, and the README's commands."""
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from moelab.config import load_config
+from moelab.demo import run_demo
+from moelab.demo_report import metric_value, read_rows
+
+REPO = Path(__file__).resolve().parents[1]
+MEMBERS = ["toy-d64-E4-k2", "toy-d64-E8-k4"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, monkeypatch_module):
+    out = tmp_path_factory.mktemp("demo")
+    monkeypatch_module.setenv("MOELAB_REGISTRY", str(out / "registry.jsonl"))
+    cfg = load_config(REPO / "configs/demo/toy.yaml", [
+        f"output_dir={out}", f"quick.models=[{','.join(MEMBERS)}]",
+        "quick.sweep_overrides=[data.limit=16,sampling.num_samples=4,aggregate.bootstrap=200]",
+        "quick.grpo_overrides=[max_steps=2,eval.limit=16,checkpoints.save_steps=100]"])
+    report = run_demo(cfg, quick=True)
+    return report.parent
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+@pytest.mark.slow
+def test_demo_writes_every_artifact(demo_run):
+    before, after = demo_run / "before" / "metrics.csv", demo_run / "after" / "metrics.csv"
+    assert (demo_run / "report.md").stat().st_size > 500
+    for path in [demo_run / "plots" / "cross_model.png", *[demo_run / "plots" / f"{m}.png" for m in MEMBERS]]:
+        assert path.stat().st_size > 5_000, path
+    rows = read_rows(before)
+    for member in MEMBERS:
+        for strategy in ["pass", "majority", "best_of_n", "weighted_majority"]:
+            for k in [1, 2, 4]:
+                assert metric_value(rows, member, strategy, k) is not None, (member, strategy, k)
+    assert len(read_rows(after)) == len(rows)
+
+
+@pytest.mark.slow
+def test_report_numbers_match_the_csvs(demo_run):
+    report = (demo_run / "report.md").read_text()
+    rows = read_rows(demo_run / "before" / "metrics.csv")
+    for member in MEMBERS:
+        line = next(l for l in report.splitlines() if l.startswith(f"| {member} |"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        pass1_before = metric_value(rows, member, "pass", 1)
+        assert cells[5] == f"{100 * float(pass1_before['accuracy']):.1f} [{100 * float(pass1_before['ci_low']):.1f}, " \
+                           f"{100 * float(pass1_before['ci_high']):.1f}]"
+        majority = metric_value(rows, member, "majority", 4)
+        assert cells[7].startswith(f"{100 * float(majority['accuracy']):.1f} ")
+
+
+def _readme_commands():
+    text = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    commands = []
+    for block in blocks:
+        for line in block.splitlines():
+            line = line.split("  #")[0].strip()
+            if line.startswith(".venv/bin/moelab") or line.startswith("moelab "):
+                commands.append(line)
+    return commands
+
+
+def test_readme_moelab_commands_parse():
+    """Every `moelab` command in the README parses; read-only ones run, long jobs get `--help`."""
+    commands = _readme_commands()
+    assert len(commands) >= 8
+    for command in commands:
+        argv = shlex.split(command)[1:]
+        read_only = argv[0] in ("checkpoints", "config") and "materialize" not in argv
+        args = argv if read_only else [argv[0], "--help"]
+        done = subprocess.run([sys.executable, "-m", "moelab.cli", *args], capture_output=True, text=True, cwd=REPO)
+        assert done.returncode == 0, (command, done.stderr[-2000:])
+        assert done.stdout.strip(), command

