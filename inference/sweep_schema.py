@@ -1,0 +1,101 @@
+"""Recipe schema of `moelab sweep` (kind `sweep`): cheap to import, no torch or vLLM here.
+
+One recipe describes a whole test-time compute study: models x datasets x temperatures, N samples
+per problem (every k <= N is estimated from those same samples), optionally greedy decoding as
+well, and how to score, aggregate and plot. The defaults are the study's GSM8K setting
+(`../shared/research/paper-notes.md`, "Test-time compute"): 0-shot `Question: {q}\\nAnswer:`,
+T=0.6, top_p=0.95, N=128, 1,024 new tokens, stop at `Question:` / `Q:`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from moelab.config import MISSING, config_field, recipe
+
+
+@dataclass
+class SweepDataConfig:
+    datasets: list[str] = config_field(["gsm8k"], "datasets to sweep: gsm8k, math, math500, toy, or JSONL paths")
+    split: str = config_field("test", "split of every dataset")
+    limit: Optional[int] = config_field(None, "use only the first `limit` problems (after shuffling); null = all")
+    shuffle_seed: Optional[int] = config_field(0, "shuffle problems with this seed before `limit` (the study: 0); "
+                                                  "null keeps the file order")
+    num_shots: int = config_field(0, "k-shot examples from the train split in front of every prompt (study: 0)")
+    shots_seed: int = config_field(0, "seed drawing the k-shot examples")
+    task: Optional[str] = config_field(None, "answer checker task (gsm8k, math, toy); null = from the dataset name")
+    toy_num_problems: int = config_field(1000, "problems generated for the `toy` dataset's split")
+
+
+@dataclass
+class SweepSamplingConfig:
+    temperatures: list[float] = config_field([0.6], "sampling temperatures; each is its own setting")
+    top_p: float = config_field(0.95, "nucleus sampling threshold")
+    num_samples: int = config_field(128, "N samples per problem and temperature; estimators use every k <= N")
+    max_new_tokens: int = config_field(1024, "completion length limit in tokens")
+    stop: list[str] = config_field(["Question:", "Q:"], "stop strings (excluded from the stored completion)")
+    greedy: bool = config_field(False, "also decode greedily (T=0, one sample per problem) as an extra setting")
+    seed: int = config_field(0, "sweep seed; sample i of a prompt uses seed hash(seed, prompt) + i, so any "
+                                "sample can be regenerated alone")
+
+
+@dataclass
+class SweepBackendConfig:
+    type: str = config_field("vllm", "generation backend: vllm (offline engine), server (OpenAI-compatible "
+                                     "`vllm serve`), hf (transformers generate, slow fallback)")
+    dtype: str = config_field("auto", "weights dtype for vllm/hf (auto, float32, bfloat16); CPU: float32 is fastest")
+    chunk_size: int = config_field(1024, "samples per generate call and per store shard; a kill loses at most one")
+    tensor_parallel_size: int = config_field(1, "vLLM tensor parallel GPUs per engine")
+    data_parallel_size: int = config_field(1, "vLLM data parallel engine replicas")
+    max_model_len: Optional[int] = config_field(None, "vLLM context limit (prompt + completion); null = model's")
+    max_num_seqs: Optional[int] = config_field(None, "vLLM max sequences per engine step; null = vLLM default")
+    enable_prefix_caching: bool = config_field(True, "vLLM prefix caching (the N samples of a prompt share it)")
+    enforce_eager: bool = config_field(True, "vLLM eager mode (no graph capture: fast start, required on CPU)")
+    engine_kwargs: dict[str, Any] = config_field({}, "extra keyword arguments passed to vllm.LLM as is")
+    server_url: str = config_field("http://127.0.0.1:8000", "base URL of the OpenAI-compatible server")
+    server_model: Optional[str] = config_field(None, "model name the server serves; null = the model's source")
+    concurrency: int = config_field(64, "server backend: requests in flight")
+    request_timeout_s: float = config_field(600.0, "server backend: seconds per request before retrying")
+
+
+@dataclass
+class SweepScoringConfig:
+    execute_code: bool = config_field(False, "execute `simple_math_problem()` / <llm-code> answers in the sandbox "
+                                             "(on for the released checkpoints, as the study did)")
+    timeout_s: float = config_field(5.0, "hard deadline per verdict, seconds")
+    reward_model: Optional[str] = config_field(None, "sequence-classification reward model (local dir or hub id) "
+                                                     "scoring every sample for best-of-n; null = none")
+    reward_model_batch_size: int = config_field(16, "samples per reward-model forward pass")
+    best_of_n_score: str = config_field("mean_logprob", "column best_of_n and weighted_majority rank by: "
+                                                        "mean_logprob, or reward_model (needs scoring.reward_model)")
+
+
+@dataclass
+class SweepAggregateConfig:
+    k: Optional[list[int]] = config_field(None, "sample budgets k to estimate; null = powers of two up to N")
+    strategies: list[str] = config_field(["pass", "majority", "best_of_n", "weighted_majority"],
+                                         "estimators to compute")
+    estimator: str = config_field("exact", "exact (expectation over k-subsets without replacement), "
+                                           "monte_carlo, or prefix (the study's first-k numbers)")
+    bootstrap: int = config_field(1000, "percentile-bootstrap resamples over problems for the CIs")
+    seed: int = config_field(0, "seed of the bootstrap and of Monte-Carlo estimates")
+
+
+@dataclass
+@recipe("sweep")
+class SweepConfig:
+    kind: str = config_field("sweep", "recipe type")
+    run_name: str = config_field("sweep", "outputs go to <output_dir>/<run_name>/; rerunning the same name resumes")
+    output_dir: str = config_field("outputs/sweeps", "parent directory of sweep runs")
+    store_dir: Optional[str] = config_field(None, "sample store directory; null = <output_dir>/<run_name>/samples. "
+                                                  "Share one between runs to reuse samples")
+    models: list[str] = config_field(MISSING, "checkpoint index names, hub ids or local checkpoint directories")
+    revision: Optional[str] = config_field(None, "hub revision of every model (part of each sample's address)")
+    stages: list[str] = config_field(["generate", "score", "aggregate", "plot"],
+                                     "stages to run, in order; e.g. [score, aggregate] re-scores without a model")
+    data: SweepDataConfig = config_field(SweepDataConfig, "problems and prompts")
+    sampling: SweepSamplingConfig = config_field(SweepSamplingConfig, "sampling settings")
+    backend: SweepBackendConfig = config_field(SweepBackendConfig, "generation backend")
+    scoring: SweepScoringConfig = config_field(SweepScoringConfig, "answer checking and reward-model scores")
+    aggregate: SweepAggregateConfig = config_field(SweepAggregateConfig, "estimators and confidence intervals")

@@ -1,0 +1,295 @@
+"""`moelab sweep`: the plan, resuming, growing N, surviving SIGKILL, and the toy recipe end to end.
+
+Resume tests use the transformers backend on a tiny random Mixtral: its samples are exactly
+reproducible one by one, so "identical to an uninterrupted run" is checked bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from inference import sweep as sweep_module
+from inference.store import SampleStore
+from inference.sweep import load_dataset_prompts, plan_samples, run_sweep, settings_from_config
+from inference.sweep_schema import SweepConfig
+from moelab.config import load_config
+from moelab.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models generate ~10x faster on one thread than on cores shared with other jobs."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_mixtral(tmp_path_factory):
+    """A 2-layer, 4-expert top-2 random Mixtral (hidden 64, 2 heads of 32) with a byte-level tokenizer."""
+    import torch
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    from checkpoints_index.loading import byte_level_tokenizer
+
+    out = tmp_path_factory.mktemp("tiny-mixtral")
+    torch.manual_seed(0)
+    config = MixtralConfig(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=2, head_dim=32, num_local_experts=4,
+                           num_experts_per_tok=2, max_position_embeddings=512, bos_token_id=1, eos_token_id=2,
+                           pad_token_id=2, tie_word_embeddings=False)
+    MixtralForCausalLM(config).save_pretrained(out)
+    byte_level_tokenizer().save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def problems_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "problems.jsonl"
+    rows = [{"id": f"p{i}", "question": f"Sam has {i} pens and buys {i + 2} more. How many pens?",
+             "answer": f"{i} + {i + 2} = {2 * i + 2}\n#### {2 * i + 2}"} for i in range(10)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def recipe(tmp_path: Path, model: str, problems: str, name: str = "run", **sections) -> Path:
+    body = {"kind": "sweep", "run_name": name, "output_dir": str(tmp_path / "sweeps"), "models": [model],
+            "stages": ["generate"],
+            "data": {"datasets": [problems], "task": "gsm8k", "shuffle_seed": None},
+            "sampling": {"temperatures": [0.8], "top_p": 0.95, "num_samples": 4, "max_new_tokens": 12, "seed": 7},
+            "backend": {"type": "hf", "chunk_size": 4}}
+    for key, value in sections.items():
+        body[key] = {**body.get(key, {}), **value} if isinstance(value, dict) else value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def stored(store_root: Path) -> dict[str, tuple]:
+    """Every sample under a sweep's store root (one store directory per model)."""
+    rows = [r for d in sorted(Path(store_root).iterdir()) for r in SampleStore(d).read().to_pylist()]
+    return {r["key"]: (r["problem_id"], r["sample_idx"], r["completion"], r["num_tokens"], r["cumulative_logprob"])
+            for r in rows}
+
+
+def count_requests(monkeypatch) -> list[int]:
+    """Record how many samples each backend built by the sweep is asked for."""
+    asked: list[int] = []
+    real = sweep_module.make_backend
+
+    def counting(kind, model, **options):
+        backend = real(kind, model, **options)
+        generate = backend.generate
+
+        def wrapped(requests):
+            asked.append(len(requests))
+            return generate(requests)
+
+        backend.generate = wrapped
+        return backend
+
+    monkeypatch.setattr(sweep_module, "make_backend", counting)
+    return asked
+
+
+def test_plan_is_a_pure_function_of_the_recipe(tmp_path, tiny_mixtral, problems_file):
+    cfg = load_config(recipe(tmp_path, tiny_mixtral, problems_file), ["sampling.greedy=true"], schema=SweepConfig)
+    data = load_dataset_prompts(cfg)[0]
+    sampled, greedy = settings_from_config(cfg)
+    plan = plan_samples("m", None, data, sampled, seed := 7)
+    assert plan == plan_samples("m", None, data, sampled, seed)
+    assert len(plan) == 40 and len({p.key for p in plan}) == 40
+    assert [p.seed - plan[0].seed for p in plan[:4]] == [0, 1, 2, 3]  # consecutive: vLLM may group them
+    assert plan[0].prompt == "Question: Sam has 0 pens and buys 2 more. How many pens?\nAnswer:"
+    assert greedy.num_samples == 1 and greedy.sampling.temperature == 0.0 and greedy.label == "greedy"
+    other_model = plan_samples("m2", None, data, sampled, seed)
+    assert not {p.key for p in plan} & {p.key for p in other_model}
+
+
+def test_rerun_skips_and_raising_n_generates_only_the_new_samples(tmp_path, tiny_mixtral, problems_file,
+                                                                  monkeypatch):
+    asked = count_requests(monkeypatch)
+    path = recipe(tmp_path, tiny_mixtral, problems_file)
+    outputs = run_sweep(load_config(path, [], schema=SweepConfig))
+    store_dir = outputs["store"]
+    assert sum(asked) == 40 and len(stored(store_dir)) == 40
+    assert (outputs["out_dir"] / "config.yaml").is_file()
+
+    asked.clear()
+    run_sweep(load_config(path, [], schema=SweepConfig))
+    assert asked == []  # nothing missing: no backend built, nothing generated
+
+    run_sweep(load_config(path, ["sampling.num_samples=8"], schema=SweepConfig))
+    assert sum(asked) == 40  # 4 new samples for each of the 10 problems
+    grown = stored(store_dir)
+    assert len(grown) == 80
+    per_problem = {}
+    for problem_id, idx, *_ in grown.values():
+        per_problem.setdefault(problem_id, []).append(idx)
+    assert all(sorted(v) == list(range(8)) for v in per_problem.values())
+
+    fresh = run_sweep(load_config(path, ["sampling.num_samples=8", "run_name=fresh"], schema=SweepConfig))
+    assert stored(fresh["store"]) == grown  # same keys, same completions, tokens and logprobs
+
+
+def test_sigkill_midway_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_mixtral, problems_file):
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    killed_recipe = recipe(tmp_path, tiny_mixtral, problems_file, name="killed", sampling={"num_samples": 8})
+    command = [sys.executable, "-m", "moelab.cli", "sweep", str(killed_recipe)]
+    store_dir = tmp_path / "sweeps" / "killed" / "samples"
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None and not list(store_dir.glob("*/shard-*.parquet")):
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    shards_at_kill = list(store_dir.glob("*/shard-*.parquet"))
+    assert process.returncode == -signal.SIGKILL and shards_at_kill
+    partial = stored(store_dir)
+    assert 0 < len(partial) < 80, "the kill should land midway; make the sweep longer if this fails"
+
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    after = stored(store_dir)
+    (model_dir,) = store_dir.iterdir()
+    raw_rows = sum(pq.read_metadata(shard).num_rows for shard in model_dir.glob("shard-*.parquet"))
+    assert raw_rows == 80 == len(after)  # no duplicates (even before the reader's de-duplication), no gaps
+    assert sorted({(r[0], r[1]) for r in after.values()}) == sorted((f"p{i}", j) for i in range(10) for j in range(8))
+    assert not list(store_dir.glob("*/.tmp-*"))
+
+    reference = run_sweep(load_config(recipe(tmp_path, tiny_mixtral, problems_file, name="reference",
+                                             sampling={"num_samples": 8}), [], schema=SweepConfig))
+    assert stored(reference["store"]) == after
+
+
+def test_bad_recipes_fail_before_any_work(tmp_path, tiny_mixtral, problems_file):
+    from inference.sweep_cli import run as cli_run
+    import argparse
+
+    path = recipe(tmp_path, tiny_mixtral, problems_file)
+    for override, message in [("stages=[generate,vote]", "unknown stage"), ("backend.type=tgi", "backend.type"),
+                              ("sampling.num_samples=0", "num_samples"), ("sampling.top_pp=1", "top_pp"),
+                              ("models=[no-such-model-d512]", "unknown checkpoint"),
+                              ("scoring.best_of_n_score=reward_model", "scoring.reward_model")]:
+        with pytest.raises(UserError, match=message):
+            cli_run(argparse.Namespace(recipe=str(path), overrides=[override]))
+    assert not (tmp_path / "sweeps" / "run" / "samples").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_reward_model(tmp_path_factory):
+    """A random 1-output LlamaForSequenceClassification with the byte-level tokenizer (no hub needed)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from checkpoints_index.loading import byte_level_tokenizer
+
+    out = tmp_path_factory.mktemp("tiny-rm")
+    torch.manual_seed(1)
+    config = LlamaConfig(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024, num_labels=1,
+                         pad_token_id=2, bos_token_id=1, eos_token_id=2)
+    LlamaForSequenceClassification(config).save_pretrained(out)
+    byte_level_tokenizer().save_pretrained(out)
+    return str(out)
+
+
+def test_reward_model_scores_are_batched_cached_and_match_one_by_one(tmp_path, tiny_reward_model, monkeypatch):
+    from inference import reward_model
+
+    questions = ["What is 2+3?", "What is 10-4?", "What is 2+3?"]
+    completions = [" 2+3=5\n#### 5", " It is 6. #### 6", " no idea, a much longer rambling answer ..."]
+    model, tokenizer = reward_model.load_reward_model(tiny_reward_model)
+    text = reward_model.conversation_text(tokenizer, questions[0], completions[0])
+    assert "What is 2+3?" in text and "#### 5" in text
+    batched = reward_model.score_with_reward_model(model, tokenizer, questions, completions, batch_size=3)
+    alone = [reward_model.score_with_reward_model(model, tokenizer, [q], [c], batch_size=1)[0]
+             for q, c in zip(questions, completions)]
+    assert batched == pytest.approx(alone, abs=1e-5)
+    assert len(set(batched)) == 3
+
+    keys = ["k0", "k1", "k2"]
+    first = reward_model.reward_model_scores(tiny_reward_model, keys, questions, completions, tmp_path / "rm")
+    assert first == pytest.approx(batched, abs=1e-5)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("cached scores must not load the reward model")
+
+    monkeypatch.setattr(reward_model, "load_reward_model", no_model)
+    assert reward_model.reward_model_scores(tiny_reward_model, keys[::-1], questions[::-1], completions[::-1],
+                                            tmp_path / "rm") == first[::-1]
+
+
+def test_all_stages_write_scores_metrics_and_plots(tmp_path, tiny_mixtral, tiny_reward_model, monkeypatch):
+    """Generate -> score (rewards) -> reward-model column -> aggregate -> plot, on the tiny random model."""
+    import csv
+
+    path = recipe(tmp_path, tiny_mixtral, "toy", name="e2e",
+                  stages=["generate", "score", "aggregate", "plot"],
+                  data={"datasets": ["toy"], "task": None, "limit": 3, "toy_num_problems": 20},
+                  sampling={"num_samples": 4, "max_new_tokens": 6, "greedy": True},
+                  scoring={"reward_model": tiny_reward_model, "best_of_n_score": "reward_model"},
+                  aggregate={"bootstrap": 50})
+    outputs = run_sweep(load_config(path, [], schema=SweepConfig))
+    scored = pq.read_table(outputs["scored"])
+    assert scored.num_rows == 3 * 4 + 3
+    for column in ["model", "problem_id", "sample_idx", "answer", "correct", "score", "num_tokens", "mean_logprob",
+                   "status", "pred", "rm_score"]:
+        assert column in scored.column_names
+    assert scored.column("score").to_pylist() == scored.column("rm_score").to_pylist()
+    assert set(scored.column("status").to_pylist()) <= {"correct", "wrong", "no_answer", "timeout", "error"}
+    with open(outputs["metrics"]) as f:
+        rows = list(csv.DictReader(f))
+    sampled = {(r["strategy"], r["k"]) for r in rows if r["setting"] == "T0.8"}
+    assert sampled == {(s, str(k)) for s in ["pass", "majority", "best_of_n", "weighted_majority"] for k in (1, 2, 4)}
+    assert [(r["strategy"], r["k"]) for r in rows if r["setting"] == "greedy"] == [("pass", "1")]
+    plots = sorted(p.name for p in outputs["plots"].glob("*.png"))
+    assert plots == ["toy-T0.8-samples.png", "toy-T0.8-tokens.png"]
+    assert all((outputs["plots"] / p).stat().st_size > 1000 for p in plots)
+    # re-scoring reads the store only: a full rerun builds no backend and reproduces the scored table
+    monkeypatch.setattr(sweep_module, "make_backend", lambda *a, **k: pytest.fail("rerun must not load the model"))
+    again = run_sweep(load_config(path, [], schema=SweepConfig))
+    assert pq.read_table(again["scored"]).equals(scored)
+
+
+def toy_members() -> list[str]:
+    from checkpoints_index.index import all_checkpoints
+
+    return sorted(info.name for info in all_checkpoints() if info.domain == "toy")
+
+
+@pytest.mark.slow
+def test_toy_recipe_end_to_end_with_vllm(tmp_path):
+    """The shipped toy recipe, shrunk: vLLM samples -> store -> scores -> metrics CSV -> plots."""
+    import csv
+
+    members = toy_members()
+    if not members:
+        pytest.skip("the toy family is not trained yet (checkpoints_index/toy/models/)")
+    overrides = [f"models=[{members[0]}]", f"output_dir={tmp_path}", "data.limit=12", "sampling.num_samples=8",
+                 "aggregate.bootstrap=100", "backend.chunk_size=64"]
+    outputs = run_sweep(load_config(REPO / "configs" / "sweep" / "toy.yaml", overrides, schema=SweepConfig))
+    samples = stored(outputs["store"])
+    assert len(samples) == 12 * 8 + 12  # sampled + greedy
+    with open(outputs["metrics"]) as f:
+        rows = [r for r in csv.DictReader(f) if r["setting"] == "T0.8"]
+    accuracy = {(r["strategy"], int(r["k"])): float(r["accuracy"]) for r in rows}
+    assert accuracy[("pass", 8)] > 0  # a trained member solves some toy problems
+    assert [accuracy[("pass", k)] for k in (1, 2, 4, 8)] == sorted(accuracy[("pass", k)] for k in (1, 2, 4, 8))
+    assert accuracy[("pass", 8)] >= accuracy[("majority", 8)]
+    assert {"toy-T0.8-samples.png", "toy-T0.8-tokens.png"} <= {p.name for p in outputs["plots"].iterdir()}
