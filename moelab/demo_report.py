@@ -20,18 +20,15 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def split_setting(model_column: str) -> tuple[str, str]:
-    """`toy-d64-E8-k2@T0.8` -> (`toy-d64-E8-k2`, `T0.8`); a column without a setting -> (name, "")."""
-    name, _, setting = model_column.rpartition("@") if "@" in model_column else (model_column, "", "")
-    return name, setting
+def is_greedy(row: dict) -> bool:
+    """Sweep metrics carry a `setting` column: `greedy` (T=0, one sample) or `T<temperature>`."""
+    return row.get("setting", "") == "greedy"
 
 
 def metric_value(rows: list[dict], model: str, strategy: str, k: int, greedy: bool = False) -> dict | None:
     """The metrics row of (model, strategy, k) in the sampled setting (or the greedy one)."""
     for row in rows:
-        name, setting = split_setting(row["model"])
-        is_greedy = setting.lower() in ("greedy", "t0", "t0.0")
-        if name == model and row["strategy"] == strategy and int(row["k"]) == k and is_greedy == greedy:
+        if row["model"] == model and row["strategy"] == strategy and int(row["k"]) == k and is_greedy(row) == greedy:
             return row
     return None
 
@@ -44,8 +41,7 @@ def _fmt(row: dict | None) -> str:
 
 def _curves(rows: list[dict], model: str, strategy: str) -> tuple[list[int], list[float], list[float], list[float]]:
     points = sorted((int(r["k"]), float(r["accuracy"]), float(r["ci_low"]), float(r["ci_high"])) for r in rows
-                    if split_setting(r["model"])[0] == model and r["strategy"] == strategy
-                    and split_setting(r["model"])[1].lower() not in ("greedy", "t0", "t0.0"))
+                    if r["model"] == model and r["strategy"] == strategy and not is_greedy(r))
     return [p[0] for p in points], [p[1] for p in points], [p[2] for p in points], [p[3] for p in points]
 
 
@@ -134,7 +130,7 @@ def write_report(run_dir: Path, members: list[str], trained: dict[str, str], bef
     infos = {m: resolve(m) for m in members}
     params = {m: infos[m].total_params for m in members}
     strategies = list(cfg.strategies)
-    k_max = max(int(r["k"]) for r in before)
+    k_max = max(int(r["k"]) for r in before if not is_greedy(r))
     for m in members:
         plot_member(m, trained[m], before, after, strategies, plots / f"{m}.png")
     plot_cross_model(members, trained, params, before, after, [k for k in cfg.budgets if k <= k_max],
