@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from moelab.errors import UserError
+from moelab.platform import prepare_vllm_environment
 
 # name -> (module with add_arguments/run, one-line help). Order = order in `moelab --help`.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    prepare_vllm_environment()
     parser = build_parser()
     # `key=value` overrides may come after flags (`moelab demo RECIPE --quick a.b=1`); argparse stops
     # filling positionals at the first flag, so leftovers that look like overrides are appended.

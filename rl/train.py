@@ -322,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         print("usage: python -m rl.train RECIPE.yaml [key=value ...]", file=sys.stderr)
         return 2
+    from moelab.platform import prepare_vllm_environment
+
+    prepare_vllm_environment()  # also when launched directly (`python -m rl.train`), not via moelab
     try:
         cfg = load_config(argv[0], argv[1:], schema=GRPORecipe)
         train(cfg)

@@ -28,34 +28,9 @@ from moelab.errors import UserError
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models generate ~10x faster on one thread than on cores shared with other jobs."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def tiny_mixtral(tmp_path_factory):
-    """A 2-layer, 4-expert top-2 random Mixtral (hidden 64, 2 heads of 32) with a byte-level tokenizer."""
-    import torch
-    from transformers import MixtralConfig, MixtralForCausalLM
-
-    from checkpoints_index.loading import byte_level_tokenizer
-
-    out = tmp_path_factory.mktemp("tiny-mixtral")
-    torch.manual_seed(0)
-    config = MixtralConfig(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                           num_attention_heads=2, num_key_value_heads=2, head_dim=32, num_local_experts=4,
-                           num_experts_per_tok=2, max_position_embeddings=512, bos_token_id=1, eos_token_id=2,
-                           pad_token_id=2, tie_word_embeddings=False)
-    MixtralForCausalLM(config).save_pretrained(out)
-    byte_level_tokenizer().save_pretrained(out)
-    return str(out)
 
 
 @pytest.fixture(scope="module")
