@@ -74,32 +74,38 @@ def plot_member(member: str, trained: str, before: list[dict], after: list[dict]
     return out
 
 
-def plot_cross_model(members: list[str], trained: dict[str, str], params: dict[str, int], before: list[dict],
+def plot_cross_model(members: list[str], trained: dict[str, str], infos: dict[str, Any], before: list[dict],
                      after: list[dict], budgets: list[int], out: Path, strategy: str = "majority") -> Path:
-    """The study's view: accuracy against total parameters, one line per sample budget, before vs after GRPO."""
+    """The study's view: accuracy against total parameters, one line per (top-k group, sample budget),
+    before (solid) vs after GRPO (dashed). Members of one top-k share their active parameters."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ordered = sorted(members, key=lambda m: params[m])
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    groups = sorted({infos[m].top_k for m in members})
+    markers = "osD^v<>"
     for i, k in enumerate(budgets):
-        for rows, style, when, names in ((before, "-", "before", {m: m for m in members}), (after, "--", "after", trained)):
-            xs, ys = [], []
-            for m in ordered:
-                row = metric_value(rows, names[m], strategy, k)
-                if row is not None:
-                    xs.append(params[m])
-                    ys.append(float(row["accuracy"]))
-            if xs:
-                ax.plot(xs, ys, style, color=f"C{i}", marker="o", label=f"{strategy}@{k}, {when} GRPO")
+        for g, top_k in enumerate(groups):
+            ordered = sorted((m for m in members if infos[m].top_k == top_k), key=lambda m: infos[m].total_params)
+            for rows, style, when, names in ((before, "-", "before", {m: m for m in members}),
+                                             (after, "--", "after", trained)):
+                xs, ys = [], []
+                for m in ordered:
+                    row = metric_value(rows, names[m], strategy, k)
+                    if row is not None:
+                        xs.append(infos[m].total_params)
+                        ys.append(float(row["accuracy"]))
+                if xs:
+                    ax.plot(xs, ys, style, color=f"C{i}", marker=markers[g % len(markers)],
+                            label=f"{strategy}@{k}, top-{top_k}, {when} GRPO")
     ax.set_xscale("log")
     ax.set_xlabel("total parameters")
     ax.set_ylabel("accuracy")
     ax.set_title(f"{strategy}@k vs total parameters")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -133,7 +139,7 @@ def write_report(run_dir: Path, members: list[str], trained: dict[str, str], bef
     k_max = max(int(r["k"]) for r in before if not is_greedy(r))
     for m in members:
         plot_member(m, trained[m], before, after, strategies, plots / f"{m}.png")
-    plot_cross_model(members, trained, params, before, after, [k for k in cfg.budgets if k <= k_max],
+    plot_cross_model(members, trained, infos, before, after, [k for k in cfg.budgets if k <= k_max],
                      plots / "cross_model.png")
 
     lines = [f"# Demo report: {cfg.run_name}", "",
