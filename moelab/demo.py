@@ -18,7 +18,6 @@ The report quotes numbers straight from the metrics CSVs (a test re-derives them
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import re
 import time
@@ -103,7 +102,3 @@ def run_demo(cfg: Any, quick: bool = False) -> Path:
     print(f"demo finished in {time.monotonic() - started:.0f} s", flush=True)
     return report
 
-
-def read_metrics(path: Path) -> list[dict]:
-    with Path(path).open() as f:
-        return list(csv.DictReader(f))
