@@ -20,15 +20,7 @@ MEMBER_IDS = [p.name for p in MEMBERS]
 _EQUATION = re.compile(r"(\d+) ([+-]) (\d+) = (\d+)")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on shared cores: 1 thread avoids OpenMP spin-waits (up to 30x slower); restored after."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 # --- the task ------------------------------------------------------------------------------------
