@@ -81,14 +81,7 @@ def _schema_for(kind: Any, source: str) -> type:
 
 def _import_schemas() -> None:
     """Import the modules that define recipe schemas so that they register (cheap: no torch)."""
-    import importlib
-
-    for module in ("moelab.schemas",):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:  # a schema module not written yet must not break the rest
-            if err.name != module:
-                raise
+    import moelab.schemas  # noqa: F401
 
 
 def _one_line(err: OmegaConfBaseException) -> str:

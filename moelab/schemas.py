@@ -3,18 +3,7 @@
 These modules are light (dataclasses only); heavy libraries load inside the jobs themselves.
 """
 
-import importlib
-
-SCHEMA_MODULES = [
-    "checkpoints_index.toy.schema",
-    "inference.sweep_schema",
-    "rl.schema",
-    "moelab.demo_schema",
-]
-
-for _module in SCHEMA_MODULES:
-    try:
-        importlib.import_module(_module)
-    except ModuleNotFoundError as _err:
-        if not (_err.name and _module.startswith(_err.name)):
-            raise
+import checkpoints_index.toy.schema  # noqa: F401  (toy_train)
+import inference.sweep_schema  # noqa: F401  (sweep)
+import moelab.demo_schema  # noqa: F401  (demo)
+import rl.schema  # noqa: F401  (grpo)
