@@ -39,6 +39,44 @@ def model_source(name_or_path: str, revision: str | None = None) -> str:
     raise UserError(f"{name_or_path}: the index knows no location for it; pass a local checkpoint directory")
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+_FULL_HASH_BYTES = 256 * 2**20  # files up to this size are hashed whole; larger ones are sampled
+_SAMPLES, _SAMPLE_BYTES = 64, 64 * 1024
+
+
+def weights_fingerprint(directory: str | Path) -> str:
+    """A short hash that changes whenever the weights in a local checkpoint directory change.
+
+    Why: samples are content-addressed by model and revision, and a local directory has no hub
+    revision. Without this, retraining into the same directory (a GRPO run rerun with other settings,
+    a toy member retrained) would silently reuse the old model's samples. Small files are hashed
+    whole; large ones by size plus 64 evenly spaced 64 KiB windows (a 100 GB checkpoint costs ~4 MB
+    of reads), which any real training step changes. config.json and file names are included.
+    """
+    import hashlib
+
+    root = Path(directory)
+    digest = hashlib.sha256()
+    config = root / "config.json"
+    if config.is_file():
+        digest.update(config.read_bytes())
+    files = sorted(f for f in root.rglob("*") if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))
+    if not files:
+        raise UserError(f"{root}: no weight files ({', '.join(WEIGHT_SUFFIXES)}) to fingerprint")
+    for path in files:
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(root)}|{size}".encode())
+        with path.open("rb") as handle:
+            if size <= _FULL_HASH_BYTES:
+                for block in iter(lambda: handle.read(2**20), b""):
+                    digest.update(block)
+                continue
+            for i in range(_SAMPLES):
+                handle.seek((size - _SAMPLE_BYTES) * i // (_SAMPLES - 1))
+                digest.update(handle.read(_SAMPLE_BYTES))
+    return digest.hexdigest()[:16]
+
+
 def _torch_dtype(dtype: str) -> Any:
     import torch
 

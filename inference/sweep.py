@@ -191,6 +191,15 @@ def _hub_revision(cfg: Any, source: str) -> str | None:
     return None if Path(source).is_dir() else cfg.revision
 
 
+def sample_revision(cfg: Any, source: str) -> str | None:
+    """What goes into every sample's address as the model's version: the hub revision for hub models,
+    a fingerprint of the weights for a local directory (which has no revision), so a model retrained
+    in place never reuses the old weights' samples."""
+    from checkpoints_index.loading import weights_fingerprint
+
+    return f"weights-{weights_fingerprint(source)}" if Path(source).is_dir() else cfg.revision
+
+
 # ------------------------------------------------------------------------------------------------------- scoring
 
 
@@ -432,6 +441,7 @@ def run_sweep(cfg: Any) -> dict[str, Path]:
     validate(cfg)
     out_dir = Path(cfg.output_dir) / cfg.run_name
     sources = {m: model_source(m, cfg.revision) for m in cfg.models}  # unknown names fail here, before any work
+    revisions = {m: sample_revision(cfg, sources[m]) for m in cfg.models}
     datasets = load_dataset_prompts(cfg)
     settings = settings_from_config(cfg)
     store_root = Path(cfg.store_dir or out_dir / "samples")
@@ -440,17 +450,17 @@ def run_sweep(cfg: Any) -> dict[str, Path]:
 
     def plan(model: str) -> list[PlannedSample]:
         return [p for d in datasets for s in settings
-                for p in plan_samples(model, cfg.revision, d, s, cfg.sampling.seed)]
+                for p in plan_samples(model, revisions[model], d, s, cfg.sampling.seed)]
 
     if "generate" in cfg.stages:
         for i, model in enumerate(cfg.models):
-            store = model_store(store_root, model, cfg.revision)
+            store = model_store(store_root, model, revisions[model])
             store.remove_temporaries()  # leftovers of a killed run (single writer per store)
             generate_missing(store, plan(model), _backend_factory(cfg, model, sources[model]), cfg.backend.chunk_size,
-                             cfg.revision, desc=f"[{i + 1}/{len(cfg.models)}] {model}")
+                             revisions[model], desc=f"[{i + 1}/{len(cfg.models)}] {model}")
     scored_path = out_dir / "scored.parquet"
     if "score" in cfg.stages:
-        tables = [scored_table(model_store(store_root, m, cfg.revision), plan(m), datasets, cfg) for m in cfg.models]
+        tables = [scored_table(model_store(store_root, m, revisions[m]), plan(m), datasets, cfg) for m in cfg.models]
         write_parquet_atomic(pa.concat_tables(tables), scored_path)
         outputs["scored"] = scored_path
     if "aggregate" in cfg.stages or "plot" in cfg.stages:

@@ -122,6 +122,55 @@ def test_rerun_skips_and_raising_n_generates_only_the_new_samples(tmp_path, tiny
     assert stored(fresh["store"]) == grown  # same keys, same completions, tokens and logprobs
 
 
+def test_weights_changed_in_place_are_a_new_model(tmp_path, tiny_mixtral, problems_file, monkeypatch):
+    """A local directory has no hub revision: the sample address carries a weights fingerprint, so
+    retraining into the same directory regenerates instead of silently reusing the old samples."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_mixtral, model_dir)
+    asked = count_requests(monkeypatch)
+    path = recipe(tmp_path, str(model_dir), problems_file)
+    run_sweep(load_config(path, [], schema=SweepConfig))
+    run_sweep(load_config(path, [], schema=SweepConfig))
+    assert sum(asked) == 40  # unchanged weights: the rerun generates nothing
+
+    weights = next(model_dir.glob("*.safetensors"))
+    tensors = load_file(weights)
+    name = next(n for n in tensors if "embed" in n)
+    tensors[name] = tensors[name] * 1.001  # a "training step"
+    save_file(tensors, weights, metadata={"format": "pt"})
+    outputs = run_sweep(load_config(path, [], schema=SweepConfig))
+    assert sum(asked) == 80  # every sample generated again, into a store of its own
+    revisions = {r["revision"] for d in Path(outputs["store"]).iterdir() for r in SampleStore(d).read().to_pylist()}
+    assert len(revisions) == 2 and all(r.startswith("weights-") for r in revisions)
+
+
+def test_weights_fingerprint_sees_one_changed_byte_in_whole_and_sampled_files(tmp_path, monkeypatch):
+    from checkpoints_index import loading
+
+    (tmp_path / "config.json").write_text("{}")
+    blob = bytearray(os.urandom(1 << 20))
+    (tmp_path / "model.safetensors").write_bytes(blob)
+    first = loading.weights_fingerprint(tmp_path)
+    assert loading.weights_fingerprint(tmp_path) == first
+    blob[123_457] ^= 1  # small files are hashed whole: any byte counts
+    (tmp_path / "model.safetensors").write_bytes(blob)
+    assert loading.weights_fingerprint(tmp_path) != first
+
+    monkeypatch.setattr(loading, "_FULL_HASH_BYTES", 1024)  # force the sampled mode for big checkpoints
+    monkeypatch.setattr(loading, "_SAMPLES", 4)
+    monkeypatch.setattr(loading, "_SAMPLE_BYTES", 1024)
+    sampled = loading.weights_fingerprint(tmp_path)
+    blob[0] ^= 1  # the first window is always read
+    (tmp_path / "model.safetensors").write_bytes(blob)
+    assert loading.weights_fingerprint(tmp_path) != sampled
+    with pytest.raises(UserError, match="no weight files"):
+        loading.weights_fingerprint(tmp_path / "nothing-here")
+
+
 def test_sigkill_midway_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_mixtral, problems_file):
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
     killed_recipe = recipe(tmp_path, tiny_mixtral, problems_file, name="killed", sampling={"num_samples": 8})
