@@ -72,6 +72,16 @@ def prompts_for(kind: str, num_problems: int) -> list[str]:
     return [format_prompt(row["question"]) for row in rows]
 
 
+def engine_counters(llm) -> tuple[float, float]:
+    """(engine steps, tokens scheduled) so far, from vLLM's own metrics (`disable_log_stats=False`)."""
+    steps = tokens = 0.0
+    for metric in llm.get_metrics():
+        if metric.name == "vllm:iteration_tokens_total":
+            steps += metric.count
+            tokens += metric.sum
+    return steps, tokens
+
+
 def lab_path(llm, prompts: list[str], samples: int, sampling: SamplingSettings, extra: dict) -> tuple[float, int]:
     backend = VLLMBackend("", llm=llm, sampling_kwargs=extra)
     requests = [GenerationRequest(p, sample_seed(0, p, i), sampling, key=f"{j}-{i}")
@@ -95,31 +105,57 @@ def study_loop(llm, prompts: list[str], samples: int, sampling: SamplingSettings
     return time.perf_counter() - start, tokens
 
 
+def print_step_model(lab: float, study: float, engine: dict) -> None:
+    """Why the ratio is what it is: fit time = a * steps + b * scheduled tokens to the two paths.
+
+    Batching the whole chunk can only remove per-step cost (a): the study loop runs many small steps,
+    the lab few full ones. Per-token cost (b) is the same work in both. So study / (b * lab tokens) is
+    the most any scheduling of this work could gain on this engine and machine. On a GPU a step costs
+    about the same for 64 or 256 sequences (a dominates); on a CPU the cost grows with every token.
+    """
+    (_, lab_steps, lab_tokens), (_, study_steps, study_tokens) = engine["lab"], engine["study"]
+    det = lab_steps * study_tokens - study_steps * lab_tokens
+    if not det:
+        return
+    per_step = (lab * study_tokens - study * lab_tokens) / det
+    per_token = (lab_steps * study - study_steps * lab) / det
+    if per_step <= 0 or per_token <= 0:
+        print("  step model: the two paths do not fit time = a*steps + b*tokens (noisy run?)")
+        return
+    print(f"  step model: {1000 * per_step:.2f} ms per engine step + {1e6 * per_token:.1f} us per scheduled token; "
+          f"per-token work is {per_token * study_tokens / study:.0%} of the study loop's time, so no scheduling "
+          f"of this work beats {study / (per_token * lab_tokens):.2f}x here")
+
+
 def bench_model(label: str, model_dir: str, prompts: list[str], args: argparse.Namespace, extra: dict) -> float:
     from vllm import LLM
 
     sampling = SamplingSettings(temperature=args.temperature, top_p=args.top_p,
                                 max_new_tokens=args.max_new_tokens, stop=tuple(STUDY_STOP_STRINGS))
     llm = LLM(model=model_dir, dtype="float32", enforce_eager=True, enable_prefix_caching=True,
-              max_num_seqs=args.max_num_seqs, seed=0, **cpu_engine_defaults())
+              max_num_seqs=args.max_num_seqs, seed=0, disable_log_stats=False, **cpu_engine_defaults())
     # warm-up: the first logprobs request in a process pays a one-time cost; keep it out of both timings
     lab_path(llm, prompts[:2], 2, sampling, extra)
     study_loop(llm, prompts[:1], 2, sampling, extra)
-    lab_s, study_s = [], []
+    lab_s, study_s, engine = [], [], {}
     for _ in range(args.repeats):  # alternate, so load from other jobs hits both paths alike
-        elapsed, lab_tokens = lab_path(llm, prompts, args.samples, sampling, extra)
-        lab_s.append(elapsed)
-        elapsed, study_tokens = study_loop(llm, prompts, args.samples, sampling, extra)
-        study_s.append(elapsed)
+        for name, path, times in (("lab", lab_path, lab_s), ("study", study_loop, study_s)):
+            before = engine_counters(llm)
+            elapsed, tokens = path(llm, prompts, args.samples, sampling, extra)
+            after = engine_counters(llm)
+            times.append(elapsed)
+            engine[name] = (tokens, after[0] - before[0], after[1] - before[1])
     work = len(prompts) * args.samples
     lab, study = statistics.median(lab_s), statistics.median(study_s)
     print(f"{label}: {len(prompts)} problems x {args.samples} samples, T={args.temperature} top_p={args.top_p}, "
           f"max {args.max_new_tokens} tokens, stop {STUDY_STOP_STRINGS}"
           f"{', EOS bias ' + str(args.eos_bias) if extra else ''}")
-    print(f"  lab sweep path : {work / lab:8.1f} samples/s  ({lab:6.1f} s median of {args.repeats}, "
-          f"{lab_tokens / work:5.1f} tokens/sample)")
-    print(f"  study loop     : {work / study:8.1f} samples/s  ({study:6.1f} s median of {args.repeats}, "
-          f"{study_tokens / work:5.1f} tokens/sample)")
+    for name, title, seconds in (("lab", "lab sweep path ", lab), ("study", "study loop     ", study)):
+        generated, steps, scheduled = engine[name]
+        print(f"  {title}: {work / seconds:8.1f} samples/s  ({seconds:6.1f} s median of {args.repeats}, "
+              f"{generated / work:5.1f} tokens/sample; {steps:5.0f} engine steps, {scheduled:8.0f} tokens scheduled, "
+              f"{1000 * seconds / steps:6.1f} ms/step)")
+    print_step_model(lab, study, engine)
     print(f"  ratio {label}: {study / lab:.2f}", flush=True)
     del llm
     import gc
