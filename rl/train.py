@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -279,6 +280,21 @@ def performance_summary(log_history: list[dict]) -> dict:
     return summary
 
 
+def eval_change_summary(output_dir: str | Path) -> dict | None:
+    """Per eval set: greedy accuracy at the first vs the last eval step with the paired bootstrap CI
+    of the change (`rl.report`); None when the run had no greedy eval or only one eval step."""
+    from rl.report import SAMPLES_FILE, eval_changes
+
+    if not (Path(output_dir) / SAMPLES_FILE).is_file():
+        return None
+    try:
+        changes = eval_changes(output_dir)
+    except UserError as err:  # the model is saved by now: report, do not fail the run
+        print(f"[grpo] no before/after summary: {err}", flush=True)
+        return None
+    return {name: c for name, c in changes.items() if c["before_step"] != c["after_step"]} or None
+
+
 def train(cfg: Any, callbacks: tuple = ()) -> dict:
     """Run the recipe; returns a summary (final step, checkpoint dir, registered name).
 
@@ -289,7 +305,9 @@ def train(cfg: Any, callbacks: tuple = ()) -> dict:
         trainer.add_callback(callback)
     if trainer.accelerator.is_main_process:
         write_run_record(cfg, parts["args"])
+    started = time.monotonic()
     trainer.train(resume_from_checkpoint=resume_from)
+    train_seconds = round(time.monotonic() - started, 1)  # this process's training, evals included
     guard = parts["guard"]
     if guard.bad_step is not None:
         last = latest_checkpoint(cfg.output_dir)
@@ -299,7 +317,7 @@ def train(cfg: Any, callbacks: tuple = ()) -> dict:
     final_dir = Path(cfg.output_dir) / "final"
     trainer.save_model(str(final_dir))
     summary = {"step": trainer.state.global_step, "final_dir": str(final_dir), "registered": None,
-               **performance_summary(trainer.state.log_history)}
+               "train_seconds": train_seconds, **performance_summary(trainer.state.log_history)}
     if trainer.accelerator.is_main_process:
         parts["tokenizer"].save_pretrained(final_dir)
         with (Path(cfg.output_dir) / "log_history.json").open("w") as f:
@@ -310,10 +328,15 @@ def train(cfg: Any, callbacks: tuple = ()) -> dict:
             name = register_prefix(cfg)
             register_checkpoint(name, final_dir, base_model=str(cfg.model.name), step=trainer.state.global_step)
             summary["registered"] = name
+        summary["eval_change"] = eval_change_summary(cfg.output_dir)
         (Path(cfg.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(f"[grpo] done: step {summary['step']}, median step {summary['median_step_time_s']} s, final model "
               f"{final_dir}" + (f", registered as {summary['registered']}" if summary["registered"] else ""),
               flush=True)
+        from rl.report import describe
+
+        for dataset, change in (summary["eval_change"] or {}).items():
+            print(f"[grpo] {describe(dataset, change)}", flush=True)
     return summary
 
 
