@@ -40,7 +40,7 @@ def model_source(name_or_path: str, revision: str | None = None) -> str:
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
-_FULL_HASH_BYTES = 256 * 2**20  # files up to this size are hashed whole; larger ones are sampled
+_FULL_HASH_BYTES = 256 * 2**20  # checkpoints up to this total size are hashed whole; larger ones are sampled
 _SAMPLES, _SAMPLE_BYTES = 64, 64 * 1024
 
 
@@ -49,9 +49,10 @@ def weights_fingerprint(directory: str | Path) -> str:
 
     Why: samples are content-addressed by model and revision, and a local directory has no hub
     revision. Without this, retraining into the same directory (a GRPO run rerun with other settings,
-    a toy member retrained) would silently reuse the old model's samples. Small files are hashed
-    whole; large ones by size plus 64 evenly spaced 64 KiB windows (a 100 GB checkpoint costs ~4 MB
-    of reads), which any real training step changes. config.json and file names are included.
+    a toy member retrained) would silently reuse the old model's samples. A small checkpoint is hashed
+    whole; in a large one every weight file is read as its size plus 64 evenly spaced 64 KiB windows
+    (at most 4 MiB per file, whatever the sharding), which any real training step changes. config.json
+    and file names are included.
     """
     import hashlib
 
@@ -63,11 +64,13 @@ def weights_fingerprint(directory: str | Path) -> str:
     files = sorted(f for f in root.rglob("*") if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))
     if not files:
         raise UserError(f"{root}: no weight files ({', '.join(WEIGHT_SUFFIXES)}) to fingerprint")
-    for path in files:
-        size = path.stat().st_size
+    sizes = [f.stat().st_size for f in files]
+    # Decided on the total, not per file: a 100 GB model in 400 small shards must not be read whole.
+    whole_checkpoint = sum(sizes) <= _FULL_HASH_BYTES
+    for path, size in zip(files, sizes):
         digest.update(f"{path.relative_to(root)}|{size}".encode())
         with path.open("rb") as handle:
-            if size <= _FULL_HASH_BYTES:
+            if whole_checkpoint or size <= _SAMPLES * _SAMPLE_BYTES:
                 for block in iter(lambda: handle.read(2**20), b""):
                     digest.update(block)
                 continue

@@ -167,6 +167,18 @@ def test_weights_fingerprint_sees_one_changed_byte_in_whole_and_sampled_files(tm
     blob[0] ^= 1  # the first window is always read
     (tmp_path / "model.safetensors").write_bytes(blob)
     assert loading.weights_fingerprint(tmp_path) != sampled
+    # Sampled or whole is decided on the checkpoint's total size, so many small shards are sampled too,
+    # and a file smaller than the windows is read whole.
+    small = bytearray(os.urandom(1000))
+    (tmp_path / "model-2.safetensors").write_bytes(small)
+    monkeypatch.setattr(loading, "_FULL_HASH_BYTES", 1 << 20)  # each file fits, the total does not
+    sampled = loading.weights_fingerprint(tmp_path)
+    blob[500_000] ^= 1  # between the 4 windows of the big shard: not read
+    (tmp_path / "model.safetensors").write_bytes(blob)
+    assert loading.weights_fingerprint(tmp_path) == sampled
+    small[999] ^= 1
+    (tmp_path / "model-2.safetensors").write_bytes(small)
+    assert loading.weights_fingerprint(tmp_path) != sampled
     with pytest.raises(UserError, match="no weight files"):
         loading.weights_fingerprint(tmp_path / "nothing-here")
 
