@@ -18,6 +18,7 @@ import torch
 from transformers import TrainerCallback
 
 from rl.moe_metrics import ExpertLoadMeter
+from rl.report import SAMPLES_FILE  # the file rl.report reads: one name for writer and reader
 
 
 class ExpertLoadCallback(TrainerCallback):
@@ -85,7 +86,7 @@ class GreedyEvalCallback(TrainerCallback):
         self.eval_sets = eval_sets
         self.score = score
         self.path = Path(output_dir) / "eval.csv"
-        self.samples_path = Path(output_dir) / "eval_samples.jsonl"
+        self.samples_path = Path(output_dir) / SAMPLES_FILE
         self.every = every
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
