@@ -145,6 +145,8 @@ def test_tiny_training_is_bit_reproducible_from_the_seed(tmp_path):
     assert (first / "tokenizer.json").read_text() == (second / "tokenizer.json").read_text()
     stats = json.loads((first / "training.json").read_text())
     assert stats["steps"] == 20 and stats["active_params"] < stats["total_params"]
+    # the cosine ends at min_lr_ratio x peak (0.1, as the study's pretraining), not at 0
+    assert stats["final_lr"] == pytest.approx(0.1 * stats["peak_lr"])
     config = json.loads((first / "config.json").read_text())
     assert config["router_aux_loss_coef"] == 0.01 and config["moelab_training_tokens"] == stats["tokens_seen"]
 

@@ -110,7 +110,7 @@ def train_member(cfg: Any, experts: int, top_k: int, tokenizer, data: list[tuple
     """Train one member from the recipe's seed and save it (weights, tokenizer, training.json)."""
     import torch
     from tqdm import tqdm
-    from transformers import MixtralForCausalLM, get_cosine_schedule_with_warmup
+    from transformers import MixtralForCausalLM, get_cosine_with_min_lr_schedule_with_warmup
 
     opt = cfg.optim
     torch.manual_seed(cfg.seed)
@@ -119,7 +119,8 @@ def train_member(cfg: Any, experts: int, top_k: int, tokenizer, data: list[tuple
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": opt.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=opt.lr, betas=(0.9, 0.95))
-    schedule = get_cosine_schedule_with_warmup(optimizer, opt.warmup_steps, opt.steps)
+    schedule = get_cosine_with_min_lr_schedule_with_warmup(optimizer, opt.warmup_steps, opt.steps,
+                                                           min_lr_rate=opt.min_lr_ratio)
     order = torch.Generator().manual_seed(cfg.seed)  # the same data order for every member
     permutation, cursor = torch.randperm(len(data), generator=order).tolist(), 0
     losses, aux_losses, tokens_seen = [], [], 0
@@ -152,6 +153,7 @@ def train_member(cfg: Any, experts: int, top_k: int, tokenizer, data: list[tuple
     stats = {"name": name, "num_experts": experts, "top_k": top_k, "total_params": total, "active_params": active,
              "final_train_loss": sum(losses[-tail:]) / tail, "final_aux_loss": sum(aux_losses[-tail:]) / tail,
              "steps": opt.steps, "batch_size": opt.batch_size, "tokens_seen": tokens_seen,
+             "peak_lr": opt.lr, "final_lr": schedule.get_last_lr()[0],
              "train_seconds": round(seconds, 1), "seed": cfg.seed}
     save_member(model, tokenizer, out_dir, stats)
     return stats
