@@ -5,7 +5,8 @@
     moelab demo configs/demo/paper.yaml          # the released checkpoints, on a GPU node
 
 Four stages, each reading only what the previous one wrote to disk, each skipped on a rerun when
-its output is complete (sweeps resume sample by sample; a GRPO run with a `summary.json` is done):
+its output is complete (sweeps resume sample by sample; a GRPO run is done when its `summary.json`
+records the same base weights and recipe, else it is moved aside to `<dir>.stale-N` and rerun):
 
   1. sweep every member (N samples per problem + greedy) -> <run>/before/
   2. GRPO every member with the same budget            -> <run>/grpo/<member>/
@@ -51,6 +52,30 @@ def _stage(title: str, started: float) -> None:
     print(f"\n=== {title}  (elapsed {time.monotonic() - started:.0f} s)", flush=True)
 
 
+def finished_grpo_run(grpo_cfg: Any) -> dict | None:
+    """The summary of a GRPO run already finished from the same base weights and recipe, else None.
+
+    A run trained from other weights (a toy member retrained in place) or another recipe is moved
+    aside to `<output_dir>.stale-N`, not deleted, so the rerun starts clean and nothing is lost.
+    """
+    from rl.train import run_identity
+
+    out = Path(grpo_cfg.output_dir)
+    summary_path = out / "summary.json"
+    if not summary_path.is_file():
+        return None
+    summary = json.loads(summary_path.read_text())
+    if summary.get("identity") == run_identity(grpo_cfg):
+        return summary
+    n = 1
+    while out.with_name(f"{out.name}.stale-{n}").exists():
+        n += 1
+    stale = out.rename(out.with_name(f"{out.name}.stale-{n}"))
+    print(f"[demo] {out} was trained from other weights or another recipe: moved to {stale}; training again",
+          flush=True)
+    return None
+
+
 def run_demo(cfg: Any, quick: bool = False) -> Path:
     """Run (or resume) the whole demo; returns the path of report.md."""
     from inference.sweep import run_sweep
@@ -84,11 +109,11 @@ def run_demo(cfg: Any, quick: bool = False) -> Path:
     for i, member in enumerate(models, 1):
         _stage(f"2/4 GRPO {i}/{len(models)}: {member}", started)
         grpo_cfg = grpo_cfgs[member]
-        summary_path = Path(grpo_cfg.output_dir) / "summary.json"
-        if not summary_path.is_file():
+        summary = finished_grpo_run(grpo_cfg)
+        if summary is None:
             if run_recipe(grpo_cfg) != 0:
                 raise UserError(f"GRPO of {member} failed; see {grpo_cfg.output_dir}")
-        summary = json.loads(summary_path.read_text())
+            summary = json.loads((Path(grpo_cfg.output_dir) / "summary.json").read_text())
         trained[member] = summary.get("registered") or summary["final_dir"]
 
     _stage("3/4 sweep after GRPO", started)

@@ -222,6 +222,27 @@ def write_run_record(cfg: Any, args: Any) -> None:
     (out / "grpo_config.json").write_text(json.dumps(args.to_dict(), indent=2, default=str) + "\n")
 
 
+def run_identity(cfg: Any) -> dict:
+    """What a run is trained from: the base model, its weights (a fingerprint for a local checkpoint,
+    the revision for a hub one) and a hash of the resolved recipe (`resume` aside).
+
+    Stored in `summary.json`. Whoever reuses a finished run by its summary (the demo does) compares it,
+    so a base model retrained in place or an edited recipe is never mistaken for work already done.
+    """
+    import hashlib
+
+    from omegaconf import OmegaConf
+
+    from checkpoints_index.loading import model_source, weights_fingerprint
+
+    source = model_source(str(cfg.model.name), cfg.model.revision)
+    weights = f"weights-{weights_fingerprint(source)}" if Path(source).is_dir() else cfg.model.revision
+    recipe = OmegaConf.to_container(cfg, resolve=True)
+    recipe.pop("resume", None)
+    recipe_hash = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"base_model": str(cfg.model.name), "base_weights": weights, "recipe_sha256": recipe_hash}
+
+
 def register_prefix(cfg: Any) -> str:
     if cfg.checkpoints.register_name:
         return cfg.checkpoints.register_name
@@ -317,7 +338,8 @@ def train(cfg: Any, callbacks: tuple = ()) -> dict:
     final_dir = Path(cfg.output_dir) / "final"
     trainer.save_model(str(final_dir))
     summary = {"step": trainer.state.global_step, "final_dir": str(final_dir), "registered": None,
-               "train_seconds": train_seconds, **performance_summary(trainer.state.log_history)}
+               "identity": run_identity(cfg), "train_seconds": train_seconds,
+               **performance_summary(trainer.state.log_history)}
     if trainer.accelerator.is_main_process:
         parts["tokenizer"].save_pretrained(final_dir)
         with (Path(cfg.output_dir) / "log_history.json").open("w") as f:

@@ -86,3 +86,37 @@ def test_readme_moelab_commands_parse():
         done = subprocess.run([sys.executable, "-m", "moelab.cli", *args], capture_output=True, text=True, cwd=REPO)
         assert done.returncode == 0, (command, done.stderr[-2000:])
         assert done.stdout.strip(), command
+
+
+def test_a_grpo_run_is_reused_only_for_the_same_base_weights_and_recipe(tmp_path):
+    import json
+    import shutil
+
+    from moelab.demo import finished_grpo_run
+    from rl.schema import GRPORecipe
+    from rl.train import run_identity
+
+    member = tmp_path / "member"
+    shutil.copytree(REPO / "checkpoints_index/toy/models/toy-d64-E4-k2", member)
+    out = tmp_path / "grpo"
+
+    def recipe(*extra):
+        return load_config(REPO / "configs/grpo/toy.yaml", [f"model.name={member}", f"output_dir={out}", *extra],
+                           schema=GRPORecipe)
+
+    out.mkdir()
+    (out / "summary.json").write_text(json.dumps({"step": 40, "identity": run_identity(recipe())}))
+    assert finished_grpo_run(recipe())["step"] == 40
+    assert finished_grpo_run(recipe("resume=true"))["step"] == 40       # resuming is not another recipe
+
+    assert finished_grpo_run(recipe("max_steps=41")) is None             # another recipe: moved aside, kept
+    assert not out.exists() and json.loads((tmp_path / "grpo.stale-1" / "summary.json").read_text())["step"] == 40
+
+    out.mkdir()
+    (out / "summary.json").write_text(json.dumps({"step": 40, "identity": run_identity(recipe())}))
+    weights = member / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1                                                        # the base member retrained in place
+    weights.write_bytes(bytes(data))
+    assert finished_grpo_run(recipe()) is None
+    assert (tmp_path / "grpo.stale-2" / "summary.json").is_file() and not out.exists()

@@ -20,6 +20,7 @@ import torch
 
 from moelab.config import load_config
 from moelab.errors import UserError
+from rl.schema import GRPORecipe
 
 LAB = Path(__file__).resolve().parents[1]
 TOY_RECIPE = LAB / "configs" / "grpo" / "toy.yaml"
@@ -125,6 +126,10 @@ def test_kill_and_resume_ends_at_same_step_with_optimizer_restored(tiny_dir, tmp
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["step"] == 10
+    from rl.train import run_identity  # what the demo compares before reusing a finished run
+
+    assert summary["identity"] == run_identity(load_config(TOY_RECIPE, overrides, schema=GRPORecipe))
+    assert summary["identity"]["base_weights"].startswith("weights-")
     optimizer = torch.load(out / "checkpoint-10" / "optimizer.pt", weights_only=False)
     adam_steps = {float(state["step"]) for state in optimizer["state"].values()}
     assert adam_steps == {10.0}, f"Adam step count {adam_steps}: optimizer state was not restored"
@@ -166,6 +171,20 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tiny_dir, tm
         train(cfg, callbacks=(PoisonGradientsAfter(2),))
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
     assert not (out / "final").exists()
+
+
+def test_trainer_builds_without_vllm_when_the_recipe_does_not_use_it(tiny_dir, tmp_path, monkeypatch):
+    """The GPU check's machine has torch but no vLLM: HF generation must not touch vLLM at all
+    (it once patched `trl.generation.vllm_generation.LLM` unconditionally and failed there)."""
+    from trl.generation import vllm_generation
+
+    from rl.train import build_trainer
+
+    monkeypatch.delattr(vllm_generation, "LLM", raising=False)  # what TRL's module looks like without vLLM
+    cfg = load_config(TOY_RECIPE, plumbing_overrides(tiny_dir, tmp_path / "run", steps=1)
+                      + ["eval.datasets=[]", "grpo.use_vllm=false"], schema=GRPORecipe)
+    trainer, _ = build_trainer(cfg)
+    assert not trainer.use_vllm and not hasattr(vllm_generation, "LLM")
 
 
 # ------------------------------------------------------------------------------------------ learning
