@@ -129,7 +129,10 @@ def colocated_engine_options(**options: Any) -> Iterator[None]:
     """
     from trl.generation import vllm_generation
 
-    original = vllm_generation.LLM
+    original = getattr(vllm_generation, "LLM", None)  # absent when vLLM is not installed
+    if original is None:
+        yield
+        return
 
     def build(*args: Any, **kwargs: Any) -> Any:
         return original(*args, **{**kwargs, **options})
@@ -153,7 +156,10 @@ class MoEGRPOTrainer(GRPOTrainer):
             options["dtype"] = str(model.dtype).removeprefix("torch.")
         if not torch.cuda.is_available():
             options["enforce_eager"] = True
-        with colocated_engine_options(**options):
+        grpo_args = kwargs.get("args")
+        colocated = getattr(grpo_args, "use_vllm", False) and getattr(grpo_args, "vllm_mode", None) == "colocate"
+        # Only a colocated engine is built here; HF generation and server mode need no vLLM installed.
+        with colocated_engine_options(**options) if colocated else contextlib.nullcontext():
             super().__init__(*args, **kwargs)
         self.nonfinite_guard = nonfinite_guard
         if self.use_vllm:

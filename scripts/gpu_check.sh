@@ -5,59 +5,66 @@
 #   scripts/gpu_check.sh WHEEL_DIR [STEPS]
 #
 # For a GPU machine without network whose Python already has a CUDA torch but neither trl nor
-# deepspeed: everything else is installed with `pip --no-index` from WHEEL_DIR, into a venv that
-# sees the system torch (--system-site-packages), so torch is never replaced. Build WHEEL_DIR where
-# there is network, with the same Python version:
-#   pip download -d wheels "trl>=1.16,<1.17" "transformers>=5.0,<5.20" "accelerate>=1.10" omegaconf pyyaml \
-#       pyarrow datasets tokenizers "math-verify[antlr4_13_2]==0.9.0" sympy matplotlib tqdm ninja hjson einops \
-#       msgpack py-cpuinfo pydantic psutil
-#   pip wheel --no-deps --no-build-isolation -w wheels "deepspeed==0.19.8"   # deepspeed ships an sdist only
-# (`pip download` also fetches a torch wheel; it is never installed: the system torch already satisfies it.)
+# deepspeed (the lent machines: python3 3.12 in /opt/torch/.venv with torch, transformers, accelerate).
+# What it lacks is installed with `pip --no-index --no-deps --target` from WHEEL_DIR into a directory
+# put on PYTHONPATH, so torch and the rest of the machine's Python are never touched. Build WHEEL_DIR
+# where pip works:
+#   scripts/gpu_wheels.sh .whl 3.12          # ~7 MiB: trl, deepspeed, omegaconf, math-verify, datasets...
+# and carry it: run(carry=[".whl"], command="scripts/gpu_check.sh .whl").
 # Environment: PYTHON (default python3), USE_VLLM=1 to generate with a colocated vLLM (needs vllm in
-# the system Python), KEEP=1 to keep the venv and run directory.
+# that Python), KEEP=1 to keep the installed packages and run directory, CHECK_ON_CPU=1 to rehearse the whole
+# script on a CPU machine (2 layers, fp32, DeepSpeed over gloo: it checks the install and the launch,
+# not the figures).
 set -euo pipefail
 WHEELS=${1:?usage: scripts/gpu_check.sh WHEEL_DIR [STEPS]}
 STEPS=${2:-5}
 PY=${PYTHON:-python3}
 LAB=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${WORK:-$(mktemp -d /tmp/moelab-gpu-check.XXXXXX)}
-VENV=$WORK/venv
+SITE=$WORK/site
 cd "$LAB"
 
-$PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU visible'; \
+ON_CPU=${CHECK_ON_CPU:-0}
+if [ "$ON_CPU" = 1 ]; then
+    LAYERS=${LAYERS:-2} DTYPE=float32 BF16=false ACCEL=configs/deepspeed/zero2_cpu.yaml NPROC=2 MAXLEN=64
+    $PY -c "import torch; print('torch', torch.__version__, 'on CPU (rehearsal)')"
+else
+    LAYERS=${LAYERS:-16} DTYPE=bfloat16 BF16=true ACCEL=configs/deepspeed/zero2.yaml NPROC=1 MAXLEN=256
+    $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU visible'; \
 print('torch', torch.__version__, 'on', torch.cuda.get_device_name(0))"
+fi
 
-echo "== installing trl, deepspeed and the lab from $WHEELS (no network)"
-$PY -m venv --system-site-packages "$VENV"
-# Only what the system Python lacks; the system torch satisfies every `torch` requirement.
-"$VENV/bin/pip" install --quiet --no-index --find-links "$WHEELS" --no-build-isolation \
-    "trl>=1.16,<1.17" "deepspeed>=0.19" "transformers>=5.0,<5.20" "accelerate>=1.10" omegaconf pyyaml \
-    pyarrow datasets tokenizers "math-verify[antlr4_13_2]==0.9.0" sympy tqdm
-export PYTHONPATH="$LAB${PYTHONPATH:+:$PYTHONPATH}"   # the lab itself runs from the checkout
-"$VENV/bin/python" -c "import torch, trl, deepspeed; print('trl', trl.__version__, 'deepspeed', deepspeed.__version__, 'torch', torch.__version__)"
+echo "== installing trl, deepspeed and what they need from $WHEELS (no network)"
+# Exactly the wheels given, into a directory on PYTHONPATH, without resolving: the machine's own
+# packages (torch above all) stay as they are, and nothing depends on venv/ensurepip being there.
+$PY -m pip install --quiet --no-index --no-deps --no-compile --target "$SITE" "$WHEELS"/*.whl
+export PYTHONPATH="$LAB:$SITE${PYTHONPATH:+:$PYTHONPATH}"   # the lab itself runs from the checkout
+$PY -c "import torch, transformers, trl, deepspeed, datasets, omegaconf, math_verify, accelerate; \
+print('torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__, \
+'deepspeed', deepspeed.__version__, 'accelerate', accelerate.__version__)"
 
-echo "== materializing a random-init d512-E8-k2 (bf16)"
-"$VENV/bin/python" -c "from checkpoints_index.loading import materialize_random; \
-materialize_random('d512-E8-k2', '$WORK/d512-E8-k2', dtype='bfloat16')"
+echo "== materializing a random-init d512-E8-k2 ($LAYERS layers, $DTYPE)"
+$PY -c "from checkpoints_index.loading import materialize_random; \
+materialize_random('d512-E8-k2', '$WORK/d512-E8-k2', layers=$LAYERS, dtype='$DTYPE')"
 
-echo "== $STEPS GRPO steps under DeepSpeed ZeRO-2, 1 GPU"
+echo "== $STEPS GRPO steps under DeepSpeed ZeRO-2, $NPROC process(es)"
 export MOELAB_REGISTRY=$WORK/registry.jsonl
-"$VENV/bin/python" -m moelab.cli grpo configs/grpo/toy.yaml \
-    model.name="$WORK/d512-E8-k2" model.dtype=bfloat16 output_dir="$WORK/run" max_steps="$STEPS" \
+$PY -m moelab.cli grpo configs/grpo/toy.yaml \
+    model.name="$WORK/d512-E8-k2" model.dtype="$DTYPE" output_dir="$WORK/run" max_steps="$STEPS" \
     data.dataset=gsm8k data.prompt_style=qa data.max_prompt_length=512 data.limit=512 \
-    grpo.num_generations=8 grpo.per_device_train_batch_size=16 grpo.max_completion_length=256 \
-    grpo.bf16=true grpo.learning_rate=1e-6 grpo.use_vllm="$( [ "${USE_VLLM:-0}" = 1 ] && echo true || echo false )" \
+    grpo.num_generations=8 grpo.per_device_train_batch_size=16 grpo.max_completion_length="$MAXLEN" \
+    grpo.bf16="$BF16" grpo.learning_rate=1e-6 grpo.lr_scheduler_type=constant grpo.warmup_steps=0 grpo.use_vllm="$( [ "${USE_VLLM:-0}" = 1 ] && echo true || echo false )" \
     eval.datasets=[] checkpoints.save_steps=1000 checkpoints.register=false moe.log_expert_load_steps=1 \
-    launch.num_processes=1 launch.accelerate_config=configs/deepspeed/zero2.yaml
+    launch.num_processes="$NPROC" launch.accelerate_config="$ACCEL"
 
-"$VENV/bin/python" - "$WORK/run" <<'PY'
+$PY - "$WORK/run" <<'PY'
 import json, statistics, sys
 from pathlib import Path
 run = Path(sys.argv[1])
 summary = json.loads((run / "summary.json").read_text())
 history = json.loads((run / "log_history.json").read_text())
 times = [h["step_time"] for h in history if "step_time" in h]
-print(f"GPU check: {summary['step']} GRPO steps of d512-E8-k2 (16 completions x <=256 tokens per step)")
+print(f"GPU check: {summary['step']} GRPO steps of d512-E8-k2 (16 completions per step)")
 print(f"  step time: median {statistics.median(times):.2f} s, all {[round(t, 2) for t in times]}")
 print(f"  peak GPU memory (torch allocated): {summary.get('peak_gpu_memory_gib')} GiB")
 PY
