@@ -80,6 +80,12 @@ def weights_fingerprint(directory: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def weights_version(source: str, revision: str | None) -> str | None:
+    """A model's version wherever work is keyed by it (sample addresses, a GRPO run's identity): the
+    fingerprint of the weights for a local directory, which has no revision, else the hub revision."""
+    return f"weights-{weights_fingerprint(source)}" if Path(source).is_dir() else revision
+
+
 def _torch_dtype(dtype: str) -> Any:
     import torch
 

@@ -191,15 +191,6 @@ def _hub_revision(cfg: Any, source: str) -> str | None:
     return None if Path(source).is_dir() else cfg.revision
 
 
-def sample_revision(cfg: Any, source: str) -> str | None:
-    """What goes into every sample's address as the model's version: the hub revision for hub models,
-    a fingerprint of the weights for a local directory (which has no revision), so a model retrained
-    in place never reuses the old weights' samples."""
-    from checkpoints_index.loading import weights_fingerprint
-
-    return f"weights-{weights_fingerprint(source)}" if Path(source).is_dir() else cfg.revision
-
-
 # ------------------------------------------------------------------------------------------------------- scoring
 
 
@@ -435,13 +426,14 @@ def run_sweep(cfg: Any) -> dict[str, Path]:
     """
     import pyarrow as pa
 
-    from checkpoints_index.loading import model_source
+    from checkpoints_index.loading import model_source, weights_version
     from moelab.config import save_resolved_config
 
     validate(cfg)
     out_dir = Path(cfg.output_dir) / cfg.run_name
     sources = {m: model_source(m, cfg.revision) for m in cfg.models}  # unknown names fail here, before any work
-    revisions = {m: sample_revision(cfg, sources[m]) for m in cfg.models}
+    # a model retrained in place gets new addresses, so it never reuses the old weights' samples
+    revisions = {m: weights_version(sources[m], cfg.revision) for m in cfg.models}
     datasets = load_dataset_prompts(cfg)
     settings = settings_from_config(cfg)
     store_root = Path(cfg.store_dir or out_dir / "samples")

@@ -233,10 +233,9 @@ def run_identity(cfg: Any) -> dict:
 
     from omegaconf import OmegaConf
 
-    from checkpoints_index.loading import model_source, weights_fingerprint
+    from checkpoints_index.loading import model_source, weights_version
 
-    source = model_source(str(cfg.model.name), cfg.model.revision)
-    weights = f"weights-{weights_fingerprint(source)}" if Path(source).is_dir() else cfg.model.revision
+    weights = weights_version(model_source(str(cfg.model.name), cfg.model.revision), cfg.model.revision)
     recipe = OmegaConf.to_container(cfg, resolve=True)
     recipe.pop("resume", None)
     recipe_hash = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]

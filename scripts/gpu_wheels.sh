@@ -3,7 +3,7 @@
 # pip works. Their image's python3 (3.12, /opt/torch/.venv) already holds CUDA torch, transformers,
 # accelerate, pyarrow, pandas, numpy, tokenizers, sympy, psutil, msgpack, einops, ninja, py-cpuinfo...
 # (device/KINDS.md); this fetches only what it lacks, at the versions the lab's .venv runs, as
-# binary wheels for CPython 3.12 on manylinux x86-64. About 15 MiB: small enough to carry.
+# binary wheels for CPython 3.12 on manylinux x86-64. About 7 MiB: small enough to carry.
 #
 #   scripts/gpu_wheels.sh [OUT_DIR=.whl] [PYTHON_VERSION=3.12]
 #   then, on the GPU machine:  scripts/gpu_check.sh .whl        (run(carry=[".whl"], ...))

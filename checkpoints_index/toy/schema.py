@@ -36,8 +36,8 @@ class ToyOptimConfig:
     lr: float = config_field(3e-3, "peak AdamW learning rate")
     warmup_steps: int = config_field(50, "linear warm-up steps before the cosine decay")
     min_lr_ratio: float = config_field(
-        0.1, "the cosine decays to min_lr_ratio x lr (the study: 4e-4 -> 4e-5); > 0 leaves a checkpoint that further training (GRPO, SFT) "
-             "can move without first losing accuracy (rl/README.md, 'Learning')")
+        0.1, "the cosine decays to min_lr_ratio x lr (the study: 4e-4 -> 4e-5); > 0 leaves a checkpoint that "
+             "further training (GRPO, SFT) can move without first losing accuracy (rl/README.md, 'Learning')")
     weight_decay: float = config_field(0.01, "AdamW weight decay")
     grad_clip: float = config_field(1.0, "max global gradient norm")
     router_aux_loss_coef: float = config_field(
