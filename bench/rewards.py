@@ -1,6 +1,6 @@
 """Benchmark: the lab's scorer against the naive per-sample math-verify loop, on a sweep-like set.
 
-    python bench/rewards.py [--problems 160] [--samples 64] [--naive-subset 600] [--seed 0]
+    python bench/rewards.py [--problems 160] [--samples 64] [--naive-subset 600] [--seed 0] [--out RUNS.jsonl]
 
 The set mimics a test-time sweep: GSM8K-style problems (chain of thought ending `#### N`,
 `The answer is N.` or `\\boxed{N}`) and MATH-style problems (fractions, radicals, intervals,
@@ -13,12 +13,14 @@ default extraction configs rather than TRL's LaTeX-only one, so that `#### N` an
 as the study's reward did with `parse(response)`). It is slow, so it runs on a stratified random
 subset and its rate is extrapolated; verdicts (correct vs not) are compared on that subset.
 The lab's scorer runs the whole set on a warm worker pool (its start-up is printed separately).
-Last line: `ratio: <lab samples/s / naive samples/s>`.
+Last line: `ratio: <lab samples/s / naive samples/s>`. `--out` appends the run's figures as one JSON
+line (the README quotes `docs/results/bench-rewards.jsonl`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import random
 import sys
@@ -115,6 +117,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=64, help="completions per problem")
     parser.add_argument("--naive-subset", type=int, default=600, help="samples the naive loop is timed on")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="append this run's figures to a JSON-lines file")
     args = parser.parse_args()
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     rng = random.Random(args.seed)
@@ -162,6 +165,13 @@ def main() -> None:
           f"(correct: lab {sum(lab_correct[i] for i in subset)}, naive {sum(naive)})")
     for i in differ[:5]:
         print(f"  differs: gold {golds[i][-40:]!r} completion {completions[i][-60:]!r} lab {lab_correct[i]}")
+    if args.out is not None:
+        record = {"completions": len(rows), "lab_samples_per_s": round(lab_rate, 1),
+                  "naive_samples_per_s": round(naive_rate, 2), "naive_subset": len(subset),
+                  "verdicts_differ": len(differ), "workers": scorer.num_workers,
+                  "ratio": round(lab_rate / naive_rate, 1), "date": time.strftime("%Y-%m-%d")}
+        with args.out.open("a") as out:
+            out.write(json.dumps(record) + "\n")
     print(f"ratio: {lab_rate / naive_rate:.1f}")
 
 

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from moelab.errors import UserError
-from rewards.extract import last_boxed  # the checker's own boxed parser: gold and predictions agree
+from rewards.extract import final_boxed  # the checker's own boxed parser: gold and predictions agree
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 HUB_DATASETS = {
@@ -37,7 +37,7 @@ def gsm8k_final_answer(solution: str) -> str:
 
 def _row(pid: str, question: str, solution: str, gold: str | None = None) -> dict:
     if gold is None:
-        gold = gsm8k_final_answer(solution) if "####" in solution else (last_boxed(solution) or solution.strip())
+        gold = gsm8k_final_answer(solution) if "####" in solution else (final_boxed(solution) or solution.strip())
     return {"id": pid, "question": question, "solution": solution, "gold": str(gold)}
 
 

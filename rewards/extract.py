@@ -4,20 +4,24 @@ Everything here is regular-expression or single-pass scanning work that runs in 
 process: it must stay linear in the input (a 1 MB completion is scanned in milliseconds) and must
 never call math-verify or sympy, which may hang (those run in `rewards.worker` processes).
 
-Extraction rules per task (the issue's list; first rule that matches wins):
+Extraction rules per task (first rule that matches wins; the reasons are in rewards/README.md):
 
-- `gsm8k` / `toy` (flexible): code (only with `execute_code`, see `find_code`) -> last `\\boxed{}`
-  -> first `#### N` -> first `The answer is N` -> first `Answer: N` / `A: N` -> last number.
+- `gsm8k` / `toy` (flexible): code (only with `execute_code`, see `find_code`) -> a `#### N` or
+  `The answer is N` written after the last box -> the boxed answer (`final_boxed`) -> first
+  `#### N` -> first `The answer is N` -> first `Answer: N` / `A: N` -> last number.
   Numbers lose `$`, thousands separators and trailing units (`$1,234.50 per week` -> `1234.50`).
 - `gsm8k` with `strict=True`: the study's rule (large_language_monkeys' GSM8K scorer): the first
   match of `####`, `Answer:` or `The answer is` followed by a number, else no answer.
-- `math`: last `\\boxed{}` / `\\fbox{}` (balanced braces) -> Minerva's `Final Answer: The final
-  answer is X. I hope it is correct.` -> `The (final) answer is X` -> the completion's tail, handed
+- `math`: a Minerva `Final Answer: The final answer is X. I hope it is correct.` or a stated value
+  `The (final) answer is $X$` written after the last box -> the boxed answer (`final_boxed`: the
+  last `\\boxed{}` / `\\fbox{}` joined with the boxes of the same answer before it, as math-verify
+  joins them) -> Minerva's line -> `The (final) answer is X` -> the completion's tail, handed
   whole to math-verify's own extraction (what the study's GRPO reward did with `parse(response)`).
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -43,6 +47,9 @@ _ANSWER_COLON_RE = re.compile(r"(?:^|\n|\s)(?:Answer|A)\s*:\s*(" + _NUMBER + ")"
 _ANY_NUMBER_RE = re.compile(_NUMBER)
 _MINERVA_RE = re.compile(r"Final Answer: The final answer is (.{0,2000}?)\. I hope it is correct", re.DOTALL)
 _FINAL_ANSWER_IS_RE = re.compile(r"(?:final answer|answer) is[:\s]*([^\n]{1,1000})", re.IGNORECASE)
+# After the last box only a stated *value* overrides it: `$...$` or a number, not "the answer is correct".
+_FINAL_MATH_ANSWER_RE = re.compile(
+    r"(?:final answer|answer) is[:\s]*(\$[^$\n]{1,1000}\$|-?\d[\d,]*(?:\.\d+)?)(?![\d\w])", re.IGNORECASE)
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
 
 # Longest answer handed to math-verify, and the tail of a completion parsed when nothing else matches:
@@ -69,21 +76,34 @@ class Extraction:
 
 # --------------------------------------------------------------------------------------- boxes
 
+_MAX_JOINED_BOXES = 8  # a run of boxes longer than this keeps its last 8 (math-verify joins up to 6 by connectors)
+# Text allowed between two boxes of one answer ("\boxed{1}, \boxed{2}", "\boxed{1} and \boxed{2}",
+# "\boxed{1} papers and \boxed{2} bins", "\boxed{a} and y_2 = \boxed{b}"): spacing, math delimiters,
+# a connector after at most two words (and one word after it, not `then`/`so`/...), then a variable's
+# label; a hedge (`\boxed{5}, or maybe \boxed{6}`) is thus one answer, {5, 6}; anything else
+# ("\boxed{5}. Then we get \boxed{6}") separates an intermediate value.
+_SPACING_RE = re.compile(r"\\(?:quad|qquad|[,;:! ])|~|\\text\s*\{\s*([^{}]*?)\s*\}|\$|\\[\[\]()]")
+_CONNECTOR_RE = re.compile(r"\s*(?:(?:[A-Za-z]+\s+){0,2}?(?:,|;|,?\s*\b(?:and|or)\b)\s*"
+                           r"(?:(?!(?:then|so|thus|hence|finally|therefore)\b)[A-Za-z]+\s+)?)?"  # `or maybe \boxed`
+                           r"(?:[A-Za-z](?:_\{?\w+\}?)?\s*=\s*)?", re.IGNORECASE)  # `... and y_2 = \boxed{}`
+_MATH_DELIMITER_RE = re.compile(r"(?<!\\)\$\$|(?<!\\)\$|\\\[|\\\]|\\\(|\\\)")
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` / `\\fbox{...}` (balanced braces) or `\\boxed 5`.
 
-    An unbalanced box (a truncated completion) is skipped for the one before it; at most the last
-    three boxes are tried, each scanned at most `_MAX_BOX_SCAN` characters, so the cost stays linear.
+def _balanced_boxes(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, content) of the last few balanced `\\boxed{...}` / `\\fbox{...}` / `\\boxed 5`, in order.
+
+    An unbalanced box (a truncated completion) is skipped; at most the last `_MAX_JOINED_BOXES + 3`
+    boxes are tried, each scanned at most `_MAX_BOX_SCAN` characters, so the cost stays linear.
     """
-    matches = list(_BOX_RE.finditer(text))
-    for match in reversed(matches[-3:]):  # a few tries only: many unbalanced boxes must stay linear
+    matches = list(_BOX_RE.finditer(text))[-(_MAX_JOINED_BOXES + 3):]
+    boxes = []
+    for match in matches:
         start = match.end()
         rest = text[start:start + 1]
         if rest != "{":  # `\boxed 5` (no braces): up to the next space or `$`
             token = re.match(r"\s*([^\s$]+)", text[start:start + MAX_ANSWER_CHARS])
             if token and rest.isspace():
-                return token.group(1)
+                boxes.append((match.start(), start + token.end(), token.group(1)))
             continue
         depth = 0
         for i in range(start, min(len(text), start + _MAX_BOX_SCAN)):
@@ -93,8 +113,62 @@ def last_boxed(text: str) -> str | None:
             elif char == "}":
                 depth -= 1
                 if depth == 0:
-                    return text[start + 1:i]
-    return None
+                    boxes.append((match.start(), i + 1, text[start + 1:i]))
+                    break
+    return [box for k, box in enumerate(boxes) if k == 0 or box[0] >= boxes[k - 1][1]]  # no box inside a box
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last balanced `\\boxed{...}` / `\\fbox{...}` / `\\boxed 5` (one box, never joined)."""
+    boxes = _balanced_boxes(text)
+    return boxes[-1][2] if boxes else None
+
+
+def _math_environment_of(text: str, positions: list[int]) -> list[int | None]:
+    """For each position, the index of the `$...$`/`$$...$$`/`\\[...\\]`/`\\(...\\)` it lies in (None: prose)."""
+    spans, opened, kind = [], None, None
+    closers = {"$$": "$$", "$": "$", "\\[": "\\]", "\\(": "\\)"}
+    for match in _MATH_DELIMITER_RE.finditer(text):
+        token = match.group(0)
+        if opened is None and token in closers:
+            opened, kind = match.end(), closers[token]
+        elif opened is not None and token == kind:
+            spans.append((opened, match.start()))
+            opened = None
+    if opened is not None:
+        spans.append((opened, len(text)))  # an environment left open runs to the end (a truncated answer)
+    starts = [lo for lo, _ in spans]
+    found = []
+    for position in positions:
+        k = bisect.bisect_right(starts, position) - 1
+        found.append(k if k >= 0 and position < spans[k][1] else None)
+    return found
+
+
+def final_boxed(text: str) -> str | None:
+    """The boxed answer of a text: the last box joined with the boxes just before it that belong to the
+    same answer, as math-verify (>= 0.8) joins them: `\\boxed{-2} and \\boxed{1}` -> `-2, 1`.
+
+    Boxes belong together when they sit in one math environment (`$$\\boxed{(2,2)} \\text{ and }
+    \\boxed{(6,2)}$$`) or only spacing, delimiters and a connector separate them (see `_CONNECTOR_RE`).
+    `\\boxed{5}. Then we get \\boxed{6}` is one answer, `6`: the first box was an intermediate value.
+    Linear in the text (only the last few boxes are looked at).
+    """
+    boxes = _balanced_boxes(text)
+    if len(boxes) < 2:
+        return boxes[0][2] if boxes else None
+    environments = _math_environment_of(text, [start for start, _, _ in boxes])
+    run = [boxes[-1]]
+    for k in range(len(boxes) - 2, -1, -1):
+        if len(run) >= _MAX_JOINED_BOXES:
+            break
+        gap = text[boxes[k][1]:boxes[k + 1][0]]
+        same_environment = environments[k] is not None and environments[k] == environments[k + 1]
+        connector = _CONNECTOR_RE.fullmatch(_SPACING_RE.sub(lambda m: f" {m.group(1) or ''} ", gap)) is not None
+        if not (same_environment or connector):
+            break
+        run.insert(0, boxes[k])
+    return ", ".join(content.strip() for _, _, content in run)
 
 
 # -------------------------------------------------------------------------------------- numbers
@@ -110,7 +184,7 @@ def clean_number(raw: str) -> str | None:
     return ("-" if negative and text.strip("0./") else "") + text
 
 
-_PLAIN_NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
+_PLAIN_NUMBER_RE = re.compile(r"-?(?:[1-9]\d{0,2}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 _FRAC_RE = re.compile(r"(-?)\\frac\s*(?:\{\s*(-?\d+)\s*\}|(\d))\s*(?:\{\s*(\d+)\s*\}|(\d))")
 _SLASH_RE = re.compile(r"(-?\d+)\s*/\s*(\d+)")
 
@@ -119,7 +193,8 @@ def parse_number(answer: str) -> Fraction | None:
     """Exact value of a plain number (`18`, `-0.5`, `1,234`, `3/4`, `\\frac{1}{2}`, `\\frac12`).
 
     Anything else (symbols, radicals, tuples like `1,2`, percentages) returns None and goes to
-    math-verify. Thousands separators must come in groups of three, so `1,2` stays a tuple.
+    math-verify. Thousands separators must come in groups of three after a non-zero lead, so `1,2`
+    stays a tuple and `0,111` (a decimal comma) goes to math-verify, which reads it as 0.111.
     """
     text = normalize_answer(answer).replace("\\$", "").replace("$", "").strip()
     if len(text) > 64:
@@ -160,19 +235,26 @@ def canonical_number(value: Fraction) -> str:
 
 # ---------------------------------------------------------------------------------- normalising
 
-_LATEX_NOISE = re.compile(r"\\left|\\right|\\displaystyle|\\[!,;: ]")
+# Spacing macros are noise; `\\` (a matrix or vector row break) is not: the alternation takes a `\\`
+# pair first, so `1 \\ 2` keeps both backslashes (removing `\ ` from it would merge the rows).
+_LATEX_NOISE = re.compile(r"\\\\|\\left|\\right|\\displaystyle|\\[!,;: ]")
+# Thousands written with a thin space or a braced comma (MATH's `32,\! 349`, `10{,}000`, `1\,000`):
+# the separator goes, so the number stays one number instead of the set {32, 349}.
+_THIN_THOUSANDS_RE = re.compile(r"(?<=\d)(?:,\\!\s*|\{,\}|\\[,!]\s*|,\\,\s*)(?=\d{3}(?!\d))")
 
 
 def normalize_answer(answer: str) -> str:
     """Light, meaning-preserving clean-up: a dedup key and the printable name of an answer cluster.
 
-    Only removes spelling noise (outer `$`, trailing period, spacing macros, `\\left`/`\\right`,
-    `\\dfrac`/`\\tfrac`); equivalence itself is math-verify's job.
+    The one normalisation of golds and predictions alike. Only removes spelling noise (outer `$`,
+    trailing period, spacing macros, `\\left`/`\\right`, `\\dfrac`/`\\tfrac`, thin-space thousands
+    separators); row breaks `\\\\` survive. Equivalence itself is math-verify's job.
     """
     text = answer.strip().rstrip(".").strip()
     while len(text) >= 2 and text[0] == "$" and text[-1] == "$":
         text = text[1:-1].strip()
-    text = _LATEX_NOISE.sub("", text)
+    text = _THIN_THOUSANDS_RE.sub("", text)
+    text = _LATEX_NOISE.sub(lambda m: m.group(0) if m.group(0) == "\\\\" else "", text)
     text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     text = re.sub(r"\s+", " ", text).strip().rstrip(".").strip()
     return text
@@ -226,7 +308,13 @@ def extract_answer(task: str, completion: str, strict: bool = False, execute_cod
 
 
 def _extract_gsm8k(completion: str) -> Extraction:
-    boxed = last_boxed(completion)
+    boxes = _balanced_boxes(completion)
+    after_box = _stated_after(completion, boxes, (("####", _HASHES_RE), ("answer is", _ANSWER_IS_RE)))
+    if after_box is not None:
+        number = clean_number(after_box[1].group(1))
+        if number is not None:
+            return Extraction(pred=number, source=after_box[0])
+    boxed = final_boxed(completion) if boxes else None
     if boxed is not None:
         number = _only_number(boxed)
         return Extraction(pred=number if number is not None else normalize_answer(boxed)[:MAX_ANSWER_CHARS],
@@ -247,6 +335,23 @@ def _extract_gsm8k(completion: str) -> Extraction:
     return Extraction(pred=None, source="none")
 
 
+def _stated_after(completion: str, boxes: list, rules: tuple) -> tuple[str, re.Match] | None:
+    """The last final-answer statement that begins after the last box, by the first rule that has one.
+
+    Boxes in a long solution are often intermediate values; a closing `Final Answer: The final
+    answer is X` (Minerva) or `#### X` written after them is what the completion answers."""
+    if not boxes:
+        return None
+    end = boxes[-1][1]
+    for source, pattern in rules:
+        found = None
+        for found in pattern.finditer(completion, end):
+            pass
+        if found is not None:
+            return source, found
+    return None
+
+
 def _only_number(text: str) -> str | None:
     """`\\$18`, `18 \\text{ eggs}`, `1,234` -> the number; anything with more maths -> None."""
     stripped = re.sub(r"\\text\{[^{}]*\}|\\(?:mbox|mathrm)\{[^{}]*\}|\\%|%", "", text)
@@ -257,7 +362,13 @@ def _only_number(text: str) -> str | None:
 
 
 def _extract_math(completion: str) -> Extraction:
-    boxed = last_boxed(completion)
+    boxes = _balanced_boxes(completion)
+    after_box = _stated_after(completion, boxes, (("minerva", _MINERVA_RE), ("answer is", _FINAL_MATH_ANSWER_RE)))
+    if after_box is not None:
+        answer = normalize_answer(after_box[1].group(1))
+        if answer:
+            return Extraction(pred=answer[:MAX_ANSWER_CHARS], source=after_box[0])
+    boxed = final_boxed(completion) if boxes else None
     if boxed is not None:
         return Extraction(pred=normalize_answer(boxed)[:MAX_ANSWER_CHARS], source="boxed")
     last_claim = completion.rfind("Final Answer: The final answer is")
@@ -281,7 +392,8 @@ def extract_gold(gold: str) -> str:
     """A gold given as the dataset's raw field or as a bare answer -> the bare answer.
 
     GSM8K solutions end in `#### N` (text after the last `####`, separators removed); MATH
-    solutions hold `\\boxed{}` (the last one); anything else is already the answer.
+    solutions hold `\\boxed{}` (the final boxed answer, several adjacent boxes joined as in completions,
+    see `final_boxed`); anything else is already the answer.
     """
     text = str(gold)
     if "####" in text:
@@ -289,10 +401,11 @@ def extract_gold(gold: str) -> str:
         number = clean_number(tail)
         return number if number is not None else normalize_answer(tail)
     if _BOX_RE.search(text):
-        boxed = last_boxed(text)
+        boxed = final_boxed(text)
         if boxed is not None:
             return normalize_answer(boxed)
     number = clean_number(text) if re.fullmatch(r"[\s$\\\-\d,./]+", text) else None
-    if number is not None and re.fullmatch(r"\s*\\?\$?-?\d{1,3}(,\d{3})+(\.\d+)?\s*", text) is None and "," in text:
-        return normalize_answer(text)  # `1,2`: a tuple, not a thousands-separated number
+    thousands = re.fullmatch(r"\s*\\?\$?-?[1-9]\d{0,2}(,\d{3})+(\.\d+)?\s*", text)
+    if number is not None and thousands is None and "," in text:
+        return normalize_answer(text)  # `1,2`: a tuple; `0,111`: a decimal comma; not thousands
     return number if number is not None else normalize_answer(text)

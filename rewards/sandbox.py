@@ -6,12 +6,19 @@ The study scored GSM8K answers written as `def simple_math_problem(): ... return
 docstring), in an empty temporary directory that is deleted afterwards, and is SIGKILLed when
 the deadline passes. This is damage control for model mistakes, not a security boundary against a
 determined attacker (see README, "Sandbox").
+
+Libraries: the released checkpoints were pretrained on OpenMathInstruct-style solutions whose
+`<llm-code>` blocks commonly `from sympy import ...`, so `sympy` (with its `mpmath`) and `numpy` are
+importable too: read from the lab's own environment, pre-imported before any limit is set, and
+only when the program names them (their import costs ~0.5 s, which a plain program should not pay).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +27,51 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CHILD = Path(__file__).with_name("sandbox_child.py")
+# Libraries a program may import beyond the standard library, and what each one pre-imports.
+# sympy and numpy load some submodules only when first used (`solve` needs `sympy.tensor.tensor`); once
+# limits are set no file can be opened, so those used by arithmetic code are loaded here as well.
+LIBRARIES = {
+    "sympy": ("mpmath", "sympy", "sympy.tensor.tensor", "sympy.concrete.delta", "sympy.integrals.heurisch",
+              "sympy.integrals.manualintegrate", "sympy.integrals.risch", "sympy.sets.handlers.functions",
+              "sympy.sets.handlers.issubset", "sympy.sets.setexpr", "sympy.assumptions.wrapper", "sympy.stats",
+              "sympy.combinatorics", "sympy.physics.units", "sympy.codegen.ast"),
+    "mpmath": ("mpmath",),
+    "numpy": ("numpy", "numpy.fft", "numpy.polynomial", "numpy.random", "numpy.ma"),
+}
+# Extra wall-clock seconds for a program that needs them: their import happens inside the child.
+LIBRARY_IMPORT_S = 3.0
+_IMPORT_LINE_RE = re.compile(r"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import|import[ \t]+([\w., \t]+))", re.MULTILINE)
+# numpy's BLAS must not start a thread per core (nor reserve their buffers) inside the memory limit;
+# OPENBLAS_CORETYPE/L2_SIZE are passed on where the machine sets them (older OpenBLAS needs them).
+_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+_PASSED_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def libraries_used(code: str) -> list[str]:
+    """The allowed libraries `code` imports (`from sympy import *`, `import math, numpy as np`), sorted."""
+    names = set()
+    for source, modules in _IMPORT_LINE_RE.findall(code):
+        for module in ([source] if source else modules.split(",")):
+            names.add(module.strip().split(" ")[0].split(".")[0])
+    return sorted(names & set(LIBRARIES))
+
+
+def _library_paths(libraries: list[str]) -> list[str]:
+    """The folders that hold the libraries in the lab's environment (site-packages, usually one)."""
+    paths = []
+    for library in libraries:
+        for module in {m.split(".")[0] for m in LIBRARIES[library]}:
+            spec = importlib.util.find_spec(module)
+            if spec is not None and spec.submodule_search_locations:
+                folder = str(Path(next(iter(spec.submodule_search_locations))).parent)
+                if folder not in paths:
+                    paths.append(folder)
+    return paths
+
+
+def deadline_for(code: str, timeout_s: float) -> float:
+    """Wall-clock seconds `run_code` may take for this program (its limit plus library imports)."""
+    return timeout_s + 0.5 + (LIBRARY_IMPORT_S if libraries_used(code) else 0.0)
 
 
 @dataclass(frozen=True)
@@ -35,13 +87,18 @@ def run_code(code: str, timeout_s: float = 3.0, memory_mb: int = 512) -> CodeRes
     """Execute `code` in the sandbox; return its answer (see `sandbox_child` for the convention)."""
     workdir = tempfile.mkdtemp(prefix="moelab-sandbox-")
     cpu_s = max(1, int(timeout_s + 0.999))
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
+    libraries = libraries_used(code)
+    modules = [module for library in libraries for module in LIBRARIES[library]]
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
+           **_THREAD_ENV, **{k: os.environ[k] for k in _PASSED_ENV if k in os.environ}}
+    command = [sys.executable, "-I", "-S", str(CHILD), str(cpu_s), str(memory_mb),
+               ",".join(dict.fromkeys(modules)), os.pathsep.join(_library_paths(libraries))]
     try:
-        process = subprocess.Popen([sys.executable, "-I", "-S", str(CHILD), str(cpu_s), str(memory_mb)],
+        process = subprocess.Popen(command,
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                    cwd=workdir, env=env, close_fds=True)
         try:
-            out, _ = process.communicate(code.encode("utf-8", "replace"), timeout=timeout_s + 0.5)
+            out, _ = process.communicate(code.encode("utf-8", "replace"), timeout=deadline_for(code, timeout_s))
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

@@ -1,7 +1,10 @@
-"""The process that runs model-written code: `python -I -S sandbox_child.py CPU_S MEMORY_MB < code`.
+"""The process that runs model-written code:
+`python -I -S sandbox_child.py CPU_S MEMORY_MB [MODULES [PATHS]] < code`.
 
 Run by path (not imported), with no site-packages. Before the untrusted code runs it:
-pre-imports the modules arithmetic code uses, then sets resource limits (CPU seconds, address
+pre-imports the modules arithmetic code uses, and the allowed libraries the parent names in
+MODULES (comma-separated, e.g. `mpmath,sympy`) from PATHS (the lab's site-packages, taken off
+`sys.path` again once they are imported), then sets resource limits (CPU seconds, address
 space, no file writes, no new file descriptors, no child processes), then installs an audit hook
 that rejects file writes, sockets, process creation, signals to other processes, ctypes and
 changes to the limits. The parent (`rewards.sandbox`) runs it in an empty temporary directory,
@@ -44,7 +47,7 @@ _BLOCKED_PREFIXES = ("socket.", "subprocess.", "os.exec", "os.spawn", "os.posix_
                      "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.truncate", "os.symlink", "os.link",
                      "os.utime", "os.putenv", "os.unsetenv", "os.chdir", "os.setuid", "os.setgid", "shutil.",
                      "ctypes.", "resource.setrlimit", "resource.prlimit", "pty.", "signal.pthread_kill",
-                     "sys._getframe", "webbrowser.", "urllib.", "http.", "ftplib.", "smtplib.", "telnetlib.",
+                     "webbrowser.", "urllib.", "http.", "ftplib.", "smtplib.", "telnetlib.",
                      "_winapi", "winreg", "mmap.")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
@@ -59,9 +62,37 @@ def _die_with_parent() -> None:
         pass
 
 
+def _import_libraries(modules: list[str], paths: list[str]) -> None:
+    """Import the allowed libraries while files can still be opened, then forget where they came from:
+    the program gets the modules already in `sys.modules` and nothing else from site-packages."""
+    sys.path[:0] = paths
+    try:
+        for module in modules:
+            __import__(module)
+    finally:
+        del sys.path[:len(paths)]
+
+
+def _used_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _address_space_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) << 10
+    return 0
+
+
 def _limit(cpu_s: int, memory_mb: int) -> None:
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
-    resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
+    """The program's own budget: `cpu_s` CPU seconds and `memory_mb` of address space beyond what the
+    interpreter and the pre-imports already use (numpy alone maps ~140 MB)."""
+    cpu = int(_used_cpu_s() + 0.999) + cpu_s
+    memory = _address_space_bytes() + (memory_mb << 20)
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
     resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))  # ignored for root: the audit hook is the guard
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -69,6 +100,12 @@ def _limit(cpu_s: int, memory_mb: int) -> None:
 
 
 def _audit(event: str, args: tuple) -> None:
+    if event == "sys._getframe":
+        # sympy's lambdify (and so nsolve) inspect their own frames; the sandbox's frames stay out of reach
+        frame = args[0] if args else None
+        if getattr(getattr(frame, "f_code", None), "co_filename", __file__) == __file__:
+            raise PermissionError("sandbox: sys._getframe into the sandbox is not allowed")
+        return
     if event == "open":
         mode = args[1] if len(args) > 1 else None
         flags = args[2] if len(args) > 2 else 0
@@ -103,6 +140,10 @@ def _answer_of(code: str, namespace: dict, printed: io.StringIO) -> object:
 def _format(value: object) -> str | None:
     if value is None:
         return None
+    sympy = sys.modules.get("sympy")
+    if sympy is not None and isinstance(value, sympy.Basic) and not value.is_Float:
+        # `Rational(1, 2)` -> `\\frac{1}{2}`, `sqrt(2)` -> `\\sqrt{2}`: LaTeX is what math-verify reads
+        return str(value) if value.is_Integer else sympy.latex(value)[:MAX_ANSWER_CHARS]
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, float):
@@ -116,11 +157,19 @@ def _format(value: object) -> str | None:
 
 def main() -> None:
     cpu_s, memory_mb = int(sys.argv[1]), int(sys.argv[2])
+    modules = [m for m in (sys.argv[3] if len(sys.argv) > 3 else "").split(",") if m]
+    paths = [p for p in (sys.argv[4] if len(sys.argv) > 4 else "").split(os.pathsep) if p]
     code = sys.stdin.read()
     result_fd = os.dup(1)  # the JSON verdict goes here; the code's own prints are captured
     sys.stdin = io.StringIO()
     printed = io.StringIO()
     _die_with_parent()
+    try:
+        _import_libraries(modules, paths)
+    except BaseException as err:  # noqa: BLE001 - the lab's environment lacks one: the program fails alone
+        os.write(result_fd, json.dumps({"ok": False, "answer": None,
+                                        "error": f"sandbox could not import {modules}: {err}"}).encode() + b"\n")
+        os._exit(0)
     _limit(cpu_s, memory_mb)
     sys.addaudithook(_audit)
     sys.setrecursionlimit(2000)

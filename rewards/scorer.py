@@ -36,6 +36,7 @@ from moelab.errors import UserError
 from rewards.extract import (canonical_number, clean_number, extract_answer, extract_gold,
                              normalize_answer, parse_number, resolve_task)
 from rewards.pool import WorkerPool
+from rewards.sandbox import deadline_for
 
 STATUSES = ("correct", "wrong", "no_answer", "timeout", "error")
 DEFAULT_DEADLINE_S = 5.0
@@ -140,7 +141,8 @@ class Scorer:
         # 2. Run each distinct program once; its return value becomes the answer.
         if programs:
             code_items = [{"kind": "code", "code": code, "timeout_s": self.code_timeout_s,
-                           "memory_mb": self.code_memory_mb, "deadline_s": self.code_timeout_s + 3.0}
+                           "memory_mb": self.code_memory_mb,
+                           "deadline_s": deadline_for(code, self.code_timeout_s) + 2.5}
                           for code in programs]
             for result, indices in zip(self.pool.run(code_items, workers, tick), programs.values()):
                 answer = result.get("answer")

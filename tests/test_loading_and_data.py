@@ -7,7 +7,7 @@ import torch
 
 from checkpoints_index.index import resolve
 from checkpoints_index.loading import byte_level_tokenizer, load_checkpoint, materialize_random, model_source
-from moelab.datasets import gsm8k_final_answer, last_boxed, load_problems  # last_boxed re-exported
+from moelab.datasets import final_boxed, gsm8k_final_answer, load_problems  # final_boxed re-exported
 from moelab.errors import UserError
 from moelab.prompts import STUDY_STOP_STRINGS, chat_prompt, format_prompt, sample_shots
 
@@ -78,8 +78,9 @@ def test_local_jsonl_and_errors(tmp_path):
 
 def test_answer_helpers():
     assert gsm8k_final_answer("so 3 + 4 = 7\n#### 1,000") == "1000"
-    assert last_boxed(r"\boxed{1} then \boxed{\frac{1}{2}}") == r"\frac{1}{2}"
-    assert last_boxed("no box") is None
+    assert final_boxed(r"\boxed{1} then \boxed{\frac{1}{2}}") == r"\frac{1}{2}"
+    assert final_boxed(r"so $x = \boxed{1}$ or $x = \boxed{-2}$.") == "1, -2"  # a MATH gold of two boxes
+    assert final_boxed("no box") is None
 
 
 def test_study_prompt_formats():

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from rewards import Scorer, accuracy_reward, score_samples
+from rewards.sandbox import deadline_for
 
 DEADLINE_S = 3.0
 SLACK_S = 3.0  # one replacement worker's start-up, on a loaded 2-core machine
@@ -79,6 +80,34 @@ HOSTILE_BODIES = {  # bodies of `simple_math_problem()`, one statement per list 
     "raises the limits": ["import resource", "resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))", "return 7"],
     "deep recursion": ["def f(n):", "    return f(n + 1)", "return f(0)"],
     "huge integer": ["return 10 ** 100000"],
+    "os.open for writing": ["import os", "os.open('{marker}', os.O_WRONLY | os.O_CREAT)", "return 7"],
+    "ctypes libc system": ["import ctypes", "ctypes.CDLL(None).system(b'touch {marker}')", "return 7"],
+    "closes stdin, then writes": ["import os", "os.close(0)", "open('{marker}', 'w').write('x')", "return 7"],
+    "frame of the sandbox": ["import sys", "frame = sys._getframe(1)", "return 7"],
+    # sympy's and numpy's own file and process helpers (both importable since issue #18)
+    "numpy.save": ["import numpy as np", "np.save('{marker}', np.arange(3))", "return 7"],
+    "numpy tofile": ["import numpy as np", "np.arange(3).tofile('{marker}')", "return 7"],
+    "numpy.memmap": ["import numpy as np", "np.memmap('{marker}', dtype='uint8', mode='w+', shape=(8,))",
+                     "return 7"],
+    "numpy.savetxt here": ["import numpy as np", "np.savetxt('pwned.txt', [1.0])", "return 7"],
+    "numpy ctypeslib": ["import numpy as np", "np.ctypeslib.load_library('libc.so.6', '/lib/x86_64-linux-gnu')",
+                        "return 7"],
+    "numpy allocates without bound": ["import numpy as np", "return int(np.ones(10**10).sum())"],
+    "sympy preview": ["from sympy import preview, Symbol", "preview(Symbol('x'), viewer='file', filename='{marker}')",
+                      "return 7"],
+    "sympify runs os.system": ["from sympy import sympify", "sympify(\"__import__('os').system('touch {marker}')\")",
+                               "return 7"],
+    "parse_expr writes a file": ["from sympy.parsing.sympy_parser import parse_expr",
+                                 "parse_expr(\"open('{marker}', 'w').write('x')\")", "return 7"],
+    "lambdify runs a process": ["from sympy import lambdify",
+                                "lambdify([], \"__import__('subprocess').run(['touch', '{marker}'])\")()",
+                                "return 7"],
+    "sympy autowrap": ["from sympy import Symbol", "from sympy.utilities.autowrap import autowrap",
+                       "autowrap(Symbol('x') + 1, tempdir='{marker}')", "return 7"],
+    "sympy factors for ever": ["from sympy import factorint", "return len(factorint(2**512 + 1))"],
+    "site-packages back on sys.path": ["import sys, os, sympy",
+                                       "sys.path.insert(0, os.path.dirname(os.path.dirname(sympy.__file__)))",
+                                       "import torch", "return 7"],
 }
 HOSTILE_CODE = {name: "def simple_math_problem():\n" + "".join(f"    {line}\n" for line in body)
                 for name, body in HOSTILE_BODIES.items()}
@@ -92,11 +121,30 @@ def test_hostile_code_is_contained(scorer, name, tmp_path):
     start = time.monotonic()
     verdict = scorer.score("gsm8k", ["#### 7"], [code], execute_code=True)[0]
     elapsed = time.monotonic() - start
-    assert elapsed < DEADLINE_S + 1.0 + SLACK_S, (elapsed, verdict)
+    assert elapsed < max(DEADLINE_S, deadline_for(code, 1.0)) + 1.0 + SLACK_S, (elapsed, verdict)
     assert verdict.status in {"no_answer", "timeout"}, verdict
     assert not marker.exists() and not Path("pwned.txt").exists()
     assert _sandbox_dirs() <= dirs_before
     assert _sandbox_processes() == []
+
+
+NOT_THE_ANSWER = {  # programs that answer something, but never 7
+    "always-equal object": ["class Anything:", "    def __eq__(self, other):", "        return True",
+                            "return Anything()"],
+    "a free sympy symbol": ["from sympy import Symbol", "return Symbol('x')"],
+    "sympy infinity": ["from sympy import oo", "return oo"],
+    "sympy nan": ["from sympy import nan", "return nan"],
+    "numpy nan": ["import numpy as np", "return np.nan"],
+    "a numpy array holding the answer and more": ["import numpy as np", "return np.array([7, 8])"],
+}
+
+
+@pytest.mark.parametrize("name", list(NOT_THE_ANSWER))
+def test_answers_that_are_not_the_gold_never_score_correct(scorer, name):
+    code = "def simple_math_problem():\n" + "".join(f"    {line}\n" for line in NOT_THE_ANSWER[name])
+    for task, gold in (("gsm8k", "#### 7"), ("math", "7")):
+        verdict = scorer.score(task, [gold], [code], execute_code=True)[0]
+        assert verdict.status in {"wrong", "no_answer"}, (task, verdict)
 
 
 def test_a_missed_deadline_kills_and_replaces_the_worker(scorer):
