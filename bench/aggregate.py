@@ -62,7 +62,9 @@ def study_prefix_loop(table, ks: list[int]) -> dict[str, np.ndarray]:
     for pid, idx, answer, correct, score in zip(*(table.column(c).to_pylist() for c in
                                                  ("problem_id", "sample_idx", "answer", "correct", "score"))):
         by_problem[pid].append((idx, answer, correct, score))
-    out = {s: [] for s in ("pass", "majority", "best_of_n", "weighted_majority")}
+    from inference.estimators import STRATEGIES
+
+    out = {s: [] for s in STRATEGIES}
     for samples in by_problem.values():
         samples.sort()
         answers = [s[1] for s in samples]

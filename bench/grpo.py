@@ -66,13 +66,14 @@ class StepTimer:
 
 
 def run_variant(model: str, steps: int, use_vllm: bool, out: Path, timings) -> list[dict]:
-    from moelab.config import load_config
+    from core.config import load_config
+    from rl.schema import GRPORecipe
     from rl.train import build_trainer
 
     overrides = [f"model.name={model}", f"output_dir={out}", f"max_steps={steps}", "eval.datasets=[]",
                  "checkpoints.register=false", f"checkpoints.save_steps={steps + 1}", "moe.log_expert_load_steps=0",
                  f"grpo.use_vllm={str(use_vllm).lower()}", "grpo.vllm_gpu_memory_utilization=0.3"]
-    cfg = load_config(LAB / "configs" / "grpo" / "toy.yaml", overrides)
+    cfg = load_config(LAB / "configs" / "grpo" / "toy.yaml", overrides, schema=GRPORecipe)
     trainer, _ = build_trainer(cfg)
     timer = StepTimer(timings)
     trainer.add_callback(timer)
@@ -105,12 +106,13 @@ def main() -> int:
 
 def default_model(tmp: Path) -> str:
     from checkpoints_index.index import resolve
-    from moelab.errors import UserError
+    from core.errors import UserError
 
     try:
         return resolve("toy-d64-E8-k2").local_path or "toy-d64-E8-k2"
     except UserError:
-        from rl.tiny import tiny_mixtral
+        sys.path.insert(0, str(LAB / "tests"))  # the test fixture model
+        from tiny_mixtral import tiny_mixtral
 
         return tiny_mixtral(tmp / "tiny")
 

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inference.backends import GenerationRequest, SamplingSettings, VLLMBackend, cpu_engine_defaults  # noqa: E402
 from inference.store import sample_seed  # noqa: E402
-from moelab.prompts import STUDY_STOP_STRINGS, format_prompt  # noqa: E402
+from tasks.prompts import STUDY_STOP_STRINGS, format_prompt  # noqa: E402
 
 
 def toy_model(name: str | None) -> tuple[str, list[str]]:
@@ -63,7 +63,7 @@ def d512_model(layers: int, work_dir: Path) -> str:
 
 
 def prompts_for(kind: str, num_problems: int) -> list[str]:
-    from moelab.datasets import load_problems
+    from tasks.datasets import load_problems
 
     if kind == "toy":
         rows = load_problems("toy", split="test", limit=num_problems, num_problems=max(num_problems, 64))

@@ -7,7 +7,7 @@ import csv
 import sys
 
 from checkpoints_index.index import CSV_COLUMNS, all_checkpoints, filter_checkpoints, resolve
-from moelab.errors import UserError
+from core.errors import UserError
 
 
 def _int_list(text: str) -> list[int]:

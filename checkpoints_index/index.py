@@ -9,7 +9,7 @@ Three sources, one table:
      (`$MOELAB_REGISTRY`, default `outputs/checkpoints.jsonl` under the working directory),
      so `moelab sweep` can evaluate any of them by name.
 
-Parameter counts follow the Mixtral layout (paper-notes.md, "Parameter counts"): per layer
+Parameter counts follow the Mixtral layout (docs/study.md, "Parameter counts"): per layer
 q,k,v,o + two RMSNorms + router, E experts of 3*D*F (SwiGLU w1, w3, w2), embeddings and lm_head
 (untied) and a final norm. "Active" counts K experts per layer and the embeddings.
 """
@@ -25,7 +25,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from moelab.errors import UserError
+from core.errors import UserError
 
 INDEX_DIR = Path(__file__).resolve().parent
 RELEASED_CSV = INDEX_DIR / "released.csv"

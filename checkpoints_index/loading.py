@@ -16,18 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from checkpoints_index.index import RELEASED_VOCAB, CheckpointInfo, resolve
-from moelab.errors import UserError
-
-# A chat template for tokenizers that ship none (the llm-jp base tokenizer may not): the raw question as
-# the user turn, rendered exactly like the study's zero-shot QA prompt so both formats agree.
-FALLBACK_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'user' %}Question: {{ message['content'] }}\nAnswer:"
-    "{% elif message['role'] == 'assistant' %} {{ message['content'] }}{{ eos_token }}\n\n"
-    "{% else %}{{ message['content'] }}\n\n{% endif %}"
-    "{% endfor %}"
-)
-
+from core.errors import UserError
+from tasks.prompts import CHAT_TEMPLATE
 
 def model_source(name_or_path: str, revision: str | None = None) -> str:
     """The local directory or hub id to load `name_or_path` from (what vLLM and transformers take)."""
@@ -115,7 +105,7 @@ def load_checkpoint(name_or_path: str, dtype: str = "float32", revision: str | N
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if getattr(tokenizer, "chat_template", None) is None:
-        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+        tokenizer.chat_template = CHAT_TEMPLATE
     return model.to(device).eval(), tokenizer
 
 
@@ -130,7 +120,7 @@ def _offline_message(name: str, source: str, err: Exception) -> str:
 
 
 def mixtral_config_for(info: CheckpointInfo, layers: int | None = None) -> Any:
-    """The transformers MixtralConfig of a released checkpoint (paper-notes.md, "Architecture")."""
+    """The transformers MixtralConfig of a released checkpoint (docs/study.md, "Architecture")."""
     from transformers import MixtralConfig
 
     return MixtralConfig(
@@ -146,7 +136,8 @@ def byte_level_tokenizer() -> Any:
     """A stand-in tokenizer: <unk>=0, <s>=1, </s>=2 (the llm-jp ids) and the 256 byte tokens, no merges.
 
     It covers every text and fits any vocabulary >= 259, so random-weight models of the released
-    architecture can generate and be benchmarked; token counts are ~4x a real BPE's.
+    architecture can generate and be benchmarked; it spells text byte by byte, so token counts are
+    several times a real BPE's.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
@@ -161,7 +152,7 @@ def byte_level_tokenizer() -> Any:
                                                        special_tokens=[("<s>", 1)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                                    pad_token="</s>")
-    fast.chat_template = FALLBACK_CHAT_TEMPLATE
+    fast.chat_template = CHAT_TEMPLATE
     return fast
 
 

@@ -38,7 +38,7 @@ import numpy as np
 
 from inference.estimators import (STRATEGIES, ProblemSamples, best_of_n_at_k, majority_at_k, pass_at_k,
                                   prefix_batch, weighted_majority_at_k)
-from moelab.errors import UserError
+from core.errors import UserError
 
 COLUMNS = ["model", "strategy", "k", "accuracy", "ci_low", "ci_high", "num_problems", "mean_tokens", "flops",
            "estimator"]
@@ -181,7 +181,8 @@ def pick_score_column(names: list[str], score_column: str | None, where: str) ->
 # ---------------------------------------------------------------- per-problem estimates
 
 def default_ks(n: int) -> list[int]:
-    """Powers of two up to n, plus n."""
+    """Powers of two up to n, plus n: the grid of `moelab aggregate` and of `moelab sweep` alike.
+    k = n is included because it is the one estimate that uses every stored sample."""
     ks = [2 ** i for i in range(n.bit_length()) if 2 ** i <= n]
     return ks + ([n] if n not in ks else [])
 

@@ -1,6 +1,8 @@
 """`moelab aggregate`: scored samples -> tidy metrics CSV (accuracy at k with bootstrap CIs, compute axes).
 
-Cheap to import: numpy and pyarrow load inside `run`.
+Cheap to import: numpy and pyarrow load inside `run`, and so do the strategy names
+(`inference.estimators.STRATEGIES` sits beside numpy code), so the `--strategies` help cannot list
+them; an unknown name does.
 """
 
 from __future__ import annotations
@@ -8,9 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from moelab.errors import UserError
-
-STRATEGY_NAMES = ("pass", "majority", "best_of_n", "weighted_majority")
+from core.errors import UserError
 
 
 def parse_int_list(text: str | None, what: str) -> list[int] | None:
@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", default=None, help="comma-separated sample budgets (default: powers of two up to N, "
                                                  "plus N)")
     parser.add_argument("--strategies", default=None,
-                        help=f"comma-separated, from {','.join(STRATEGY_NAMES)} (default: all the columns allow)")
+                        help="comma-separated strategies (default: all the columns allow); an unknown name "
+                             "lists the choices")
     parser.add_argument("--estimator", default="exact", choices=["exact", "prefix", "monte_carlo"],
                         help="exact: expectation over k-subsets (Monte Carlo where exact is intractable, recorded "
                              "in the estimator column); prefix: the study's first-k numbers; monte_carlo: force it")
@@ -52,14 +53,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from inference.aggregate import (PAIRED_COLUMNS, estimate_per_problem, paired_differences, summarize,
                                      write_csv)
+    from inference.estimators import STRATEGIES
 
     ks = parse_int_list(args.k, "--k")
     strategies = None
     if args.strategies:
         strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-        unknown = [s for s in strategies if s not in STRATEGY_NAMES]
+        unknown = [s for s in strategies if s not in STRATEGIES]
         if unknown:
-            raise UserError(f"--strategies: unknown {', '.join(unknown)}; choose from {', '.join(STRATEGY_NAMES)}")
+            raise UserError(f"--strategies: unknown {', '.join(unknown)}; choose from {', '.join(STRATEGIES)}")
     if args.mc_draws < 2000:
         raise UserError(f"--mc-draws: at least 2000 random subsets per k, got {args.mc_draws}")
     estimates = estimate_per_problem(args.samples, ks, strategies, estimator=args.estimator,

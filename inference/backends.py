@@ -29,10 +29,10 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
 
-from moelab.errors import UserError
+from core.errors import UserError
 
 BACKEND_NAMES = ["vllm", "server", "hf"]
 
@@ -78,9 +78,6 @@ class GenerationResult:
         if self.cumulative_logprob is None or self.num_tokens <= 0:
             return None
         return self.cumulative_logprob / self.num_tokens
-
-
-ProgressCallback = Callable[[int], None]
 
 
 class GenerationBackend(Protocol):
@@ -317,9 +314,3 @@ def make_backend(kind: str, model: str, **options: Any) -> GenerationBackend:
         return TransformersBackend(model, **options)
     raise UserError(f"backend must be one of {', '.join(BACKEND_NAMES)}; got {kind!r}")
 
-
-def result_as_dict(result: GenerationResult) -> dict[str, Any]:
-    """Flat dict of a result (request fields included): handy for logs and JSONL dumps."""
-    row = asdict(result)
-    request = row.pop("request")
-    return {**request, **row, "mean_logprob": result.mean_logprob}

@@ -52,7 +52,13 @@ from functools import lru_cache
 
 import numpy as np
 
-STRATEGIES = ("pass", "majority", "best_of_n", "weighted_majority")
+from core.stats import pass_at_k, subset_ratio  # noqa: F401 - re-exported: the estimators' API
+
+# every strategy, in report order, with its name in plots and reports (best_of_n ranks by whichever score
+# column the aggregation was given, so its label names no score)
+STRATEGY_LABELS = {"pass": "pass@k", "majority": "majority@k", "best_of_n": "best-of-n@k",
+                   "weighted_majority": "weighted majority@k"}
+STRATEGIES = tuple(STRATEGY_LABELS)
 MAX_EXACT_DP_N = 1024  # C(n, k) stays below float64's 1.8e308 up to n ~ 1,029
 ENUMERATION_LIMIT = 20_000  # >= C(16, 8): every k-subset of n <= 16 samples is enumerated
 DP_MAX_CALLS = 600  # numpy calls and multiply-adds allowed for one problem's majority DP;
@@ -104,21 +110,6 @@ def pascal(n_max: int) -> np.ndarray:
         table[a, 1:] = table[a - 1, 1:] + table[a - 1, :-1]
         table[a, 0] = 1.0
     return table[:, : n_max + 1]
-
-
-def subset_ratio(n: int, k: int) -> np.ndarray:
-    """r[x] = C(x, k) / C(n, k) for x = 0..n, via prod_{i=x+1..n} (i-k)/i: factors in [0, 1], no overflow."""
-    i = np.arange(n, 0, -1, dtype=float)
-    factors = (i - k) / i  # the factor at i == k is 0, which zeroes every x < k as it should
-    ratio = np.ones(n + 1)
-    ratio[:n] = np.cumprod(factors)[::-1]
-    return np.clip(ratio, 0.0, 1.0)
-
-
-def pass_at_k(num_samples: int, num_correct: np.ndarray, ks) -> np.ndarray:
-    """Unbiased pass@k for problems with the same n: array (problems, len(ks)). Chen et al. 2021, eq. 1."""
-    num_correct = np.asarray(num_correct, dtype=np.int64)
-    return np.stack([1.0 - subset_ratio(num_samples, k)[num_samples - num_correct] for k in ks], axis=1)
 
 
 def best_of_n_at_k(samples: ProblemSamples, ks, score: np.ndarray | None = None) -> np.ndarray:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from moelab.errors import UserError
+from core.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

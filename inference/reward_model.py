@@ -14,11 +14,11 @@ touches the generating model: it reads completions from the store.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from moelab.errors import UserError
+from core.errors import UserError
+from core.files import atomic_write
 
 
 def load_reward_model(name_or_path: str, dtype: str = "float32", device: str = "cpu") -> tuple[Any, Any]:
@@ -37,9 +37,9 @@ def load_reward_model(name_or_path: str, dtype: str = "float32", device: str = "
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     model.config.pad_token_id = tokenizer.pad_token_id
     if getattr(tokenizer, "chat_template", None) is None:
-        from checkpoints_index.loading import FALLBACK_CHAT_TEMPLATE
+        from tasks.prompts import CHAT_TEMPLATE
 
-        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+        tokenizer.chat_template = CHAT_TEMPLATE
     return model.to(device).eval(), tokenizer
 
 
@@ -96,9 +96,6 @@ def reward_model_scores(reward_model: str, keys: Sequence[str], questions: Seque
                                       batch_size=batch_size)
         cached.update({keys[i]: s for i, s in zip(todo, new)})
         path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".tmp-{path.name}")
-        pq.write_table(pa.table({"key": list(cached), "rm_score": list(cached.values())}), temp)
-        with open(temp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temp, path)  # all-or-nothing, like the sample store's shards
+        table = pa.table({"key": list(cached), "rm_score": list(cached.values())})
+        atomic_write(path, lambda temp: pq.write_table(table, temp))  # all-or-nothing, like the store's shards
     return [float(cached[k]) for k in keys]

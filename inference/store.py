@@ -6,12 +6,12 @@ already exist and generates only the rest: re-running skips finished work, raisi
 256 generates only the new 192 samples per problem, and re-scoring (another checker, a reward
 model) reads completions from here without ever loading the model.
 
-Why shards written this way: a sweep appends one shard per generated chunk. The shard is written
-under a dot-prefixed temporary name, fsynced, then atomically renamed (`os.replace`) and the
-directory fsynced. A SIGKILL at any moment therefore leaves either a complete shard or an ignored
-temporary file: at most the chunk in flight is lost and no reader ever sees half a shard. Readers
-also drop duplicate keys (keeping the first shard in name order), so even a chunk written twice by
-two racing runs cannot produce duplicate samples. One writer per store directory is the supported
+Why shards written this way: a sweep appends one shard per generated chunk, through
+`core.files.atomic_write` (a dot-prefixed temporary, fsynced, renamed, directory fsynced). A
+SIGKILL at any moment therefore leaves either a complete shard or an ignored temporary file: at
+most the chunk in flight is lost and no reader ever sees half a shard. Readers also drop duplicate
+keys (keeping the first shard in name order), so even a chunk written twice by two racing runs
+cannot produce duplicate samples. One writer per store directory is the supported
 use; concurrent writers are safe for readers but may duplicate work.
 """
 
@@ -30,8 +30,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from core.files import TEMP_PREFIX, atomic_write
+
 SHARD_GLOB = "shard-*.parquet"
-TEMP_PREFIX = ".tmp-"
 
 SAMPLE_SCHEMA = pa.schema([
     ("key", pa.string()),
@@ -109,10 +110,6 @@ class SampleStore:
             self._keys = keys
         return self._keys
 
-    def missing(self, keys: Iterable[str]) -> list[str]:
-        have = self.keys()
-        return [k for k in keys if k not in have]
-
     def write(self, rows: Sequence[dict[str, Any]]) -> Path | None:
         """Append `rows` (dicts with SAMPLE_SCHEMA's columns) as one new shard, atomically and durably."""
         if not rows:
@@ -120,16 +117,7 @@ class SampleStore:
         table = pa.Table.from_pylist([{name: row.get(name) for name in SAMPLE_SCHEMA.names} for row in rows],
                                      schema=SAMPLE_SCHEMA)
         name = f"shard-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
-        final, temp = self.root / name, self.root / f"{TEMP_PREFIX}{name}"
-        pq.write_table(table, temp)
-        with open(temp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temp, final)
-        directory = os.open(self.root, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # make the rename itself durable
-        finally:
-            os.close(directory)
+        final = atomic_write(self.root / name, lambda temp: pq.write_table(table, temp))
         self.keys().update(table.column("key").to_pylist())
         return final
 

@@ -15,21 +15,19 @@ composition as before. Scoring reads completions from the store and never loads 
 
 from __future__ import annotations
 
-import math
-import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from moelab.errors import UserError
+from core.errors import UserError
+from core.files import atomic_write
 
 from inference.backends import BACKEND_NAMES, GenerationBackend, GenerationRequest, SamplingSettings, make_backend
 from inference.store import SampleStore, sample_key, sample_seed, text_hash
 
 STAGES = ["generate", "score", "aggregate", "plot"]
-DATASET_TASKS = {"gsm8k": "gsm8k", "gsm8k-hub": "gsm8k", "math": "math", "math500": "math", "toy": "toy"}
 BEST_OF_N_SCORES = ["mean_logprob", "reward_model"]
 
 
@@ -85,23 +83,26 @@ def settings_from_config(cfg: Any) -> list[Setting]:
 
 def load_dataset_prompts(cfg: Any) -> list[DatasetPrompts]:
     """Problems and rendered prompts of every dataset of the recipe (cheap: no model involved)."""
-    from moelab.datasets import load_problems
-    from moelab.prompts import format_prompt, sample_shots
+    from tasks.datasets import load_problems
+    from tasks.prompts import format_prompt, sample_shots
 
     d = cfg.data
     loaded = []
     for name in d.datasets:
-        task = d.task or DATASET_TASKS.get(name)
-        if task is None:
-            raise UserError(f"data.task: cannot tell the answer checker of dataset '{name}'; "
-                            f"set data.task=gsm8k|math|toy")
         toy_options = {"num_problems": d.toy_num_problems} if name == "toy" else {}
-        problems = load_problems(name, split=d.split, limit=d.limit, shuffle_seed=d.shuffle_seed, **toy_options)
+        # the rows carry their checker task (tasks.datasets.DATASETS); data.task, when set, overrides it
+        problems = load_problems(name, split=d.split, limit=d.limit, shuffle_seed=d.shuffle_seed, task=d.task,
+                                 **toy_options)
         if not problems:
             raise UserError(f"dataset '{name}' ({d.split}) has no problems")
+        tasks = sorted({p["task"] for p in problems})
+        if len(tasks) > 1:
+            raise UserError(f"dataset '{name}': its rows name several checker tasks ({', '.join(tasks)}); a sweep "
+                            f"scores a dataset with one: split the file, or set data.task")
+        task = tasks[0]
         shots = []
         if d.num_shots > 0:
-            train = load_problems(name, split="train", **toy_options)
+            train = load_problems(name, split="train", task=task, **toy_options)
             shots = sample_shots(train, d.num_shots, d.shots_seed)
         prompts = [format_prompt(p["question"], shots=shots) for p in problems]
         template = f"qa-{d.num_shots}shot" + (f"-seed{d.shots_seed}" if d.num_shots else "")
@@ -279,19 +280,10 @@ def score_completions(task: str, golds: Sequence[str], completions: Sequence[str
 def write_parquet_atomic(table: Any, path: Path) -> Path:
     import pyarrow.parquet as pq
 
-    temp = path.with_name(f".tmp-{path.name}")
-    pq.write_table(table, temp)
-    with open(temp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-    return path
+    return atomic_write(path, lambda temp: pq.write_table(table, temp))
 
 
 # ------------------------------------------------------------------------------------------------- aggregate/plot
-
-
-def default_ks(num_samples: int) -> list[int]:
-    return [2 ** i for i in range(int(math.log2(max(1, num_samples))) + 1)]
 
 
 def aggregate_and_plot(scored_path: Path, out_dir: Path, cfg: Any, stages: Sequence[str]) -> dict[str, Path]:
@@ -313,7 +305,7 @@ def _aggregate(scored_path: Path, metrics_path: Path, cfg: Any) -> None:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from inference.aggregate import COLUMNS, aggregate_samples, write_csv
+    from inference.aggregate import COLUMNS, aggregate_samples, default_ks, write_csv
 
     scored = pq.read_table(scored_path)
     rows: list[dict] = []
@@ -427,7 +419,7 @@ def run_sweep(cfg: Any) -> dict[str, Path]:
     import pyarrow as pa
 
     from checkpoints_index.loading import model_source, weights_version
-    from moelab.config import save_resolved_config
+    from core.config import save_resolved_config
 
     validate(cfg)
     out_dir = Path(cfg.output_dir) / cfg.run_name

@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from moelab.config import load_config
+    from core.config import load_config
 
     from inference.sweep_schema import SweepConfig
 

@@ -3,7 +3,7 @@
 One recipe describes a whole test-time compute study: models x datasets x temperatures, N samples
 per problem (every k <= N is estimated from those same samples), optionally greedy decoding as
 well, and how to score, aggregate and plot. The defaults are the study's GSM8K setting
-(`../shared/research/paper-notes.md`, "Test-time compute"): 0-shot `Question: {q}\\nAnswer:`,
+(`docs/study.md`, "Test-time compute as the study ran it"): 0-shot `Question: {q}\\nAnswer:`,
 T=0.6, top_p=0.95, N=128, 1,024 new tokens, stop at `Question:` / `Q:`.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from moelab.config import MISSING, config_field, recipe
+from core.config import MISSING, config_field
 
 
 @dataclass
@@ -24,7 +24,9 @@ class SweepDataConfig:
                                                   "null keeps the file order")
     num_shots: int = config_field(0, "k-shot examples from the train split in front of every prompt (study: 0)")
     shots_seed: int = config_field(0, "seed drawing the k-shot examples")
-    task: Optional[str] = config_field(None, "answer checker task (gsm8k, math, toy); null = from the dataset name")
+    task: Optional[str] = config_field(
+        None, "answer checker task (gsm8k, math, toy) or a dataset name that has one; null = from the dataset "
+              "table (tasks.datasets) or the rows' `task` field")
     toy_num_problems: int = config_field(1000, "problems generated for the `toy` dataset's split")
 
 
@@ -73,7 +75,7 @@ class SweepScoringConfig:
 
 @dataclass
 class SweepAggregateConfig:
-    k: Optional[list[int]] = config_field(None, "sample budgets k to estimate; null = powers of two up to N")
+    k: Optional[list[int]] = config_field(None, "sample budgets k to estimate; null = powers of two up to N, plus N")
     strategies: list[str] = config_field(["pass", "majority", "best_of_n", "weighted_majority"],
                                          "estimators to compute")
     estimator: str = config_field("exact", "exact (expectation over k-subsets without replacement), "
@@ -83,7 +85,6 @@ class SweepAggregateConfig:
 
 
 @dataclass
-@recipe("sweep")
 class SweepConfig:
     kind: str = config_field("sweep", "recipe type")
     run_name: str = config_field("sweep", "outputs go to <output_dir>/<run_name>/; rerunning the same name resumes")

@@ -2,7 +2,8 @@
 
 Subcommand modules expose `add_arguments(parser)` and `run(args) -> int` and are cheap to import
 (heavy libraries load inside `run`), so `moelab --help` answers at once. A `UserError` becomes one
-`error: ...` line and exit status 2, never a traceback.
+`error: ...` line and exit status 2, never a traceback (`MOELAB_DEBUG=1` prints it whole:
+`core.errors.exit_status`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import argparse
 import importlib
 import sys
 
-from moelab.errors import UserError
-from moelab.platform import prepare_vllm_environment
+from core.errors import exit_status
+from core.platform import prepare_vllm_environment
 
 # name -> (module with add_arguments/run, one-line help). Order = order in `moelab --help`.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -54,10 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.handler(args) or 0)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return exit_status(lambda: args.handler(args))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from moelab.config import RECIPE_KINDS, _import_schemas, config_to_yaml, describe_fields, load_config
-from moelab.errors import UserError
+from core.config import config_to_yaml, describe_fields
+from moelab.recipes import load_recipe, schema_for
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,11 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "fields":
-        _import_schemas()
-        if args.recipe not in RECIPE_KINDS:
-            raise UserError(f"unknown recipe kind '{args.recipe}'; known: {', '.join(sorted(RECIPE_KINDS))}")
-        for key, type_name, help_text in describe_fields(RECIPE_KINDS[args.recipe]):
+        for key, type_name, help_text in describe_fields(schema_for(args.recipe, "moelab config fields")):
             print(f"{key:40s} {type_name:10s} {help_text}")
         return 0
-    print(config_to_yaml(load_config(args.recipe, args.overrides)), end="")
+    print(config_to_yaml(load_recipe(args.recipe, args.overrides)), end="")
     return 0

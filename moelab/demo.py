@@ -1,7 +1,7 @@
 """`moelab demo`: the lab's main job. Does GRPO, or more samples, rescue the sparse models?
 
-    moelab demo configs/demo/toy.yaml            # the toy family on a laptop CPU (~15 min)
-    moelab demo configs/demo/toy.yaml --quick    # the same pipeline on less work (<= 5 min)
+    moelab demo configs/demo/toy.yaml            # the toy family on a laptop CPU (timing: README.md)
+    moelab demo configs/demo/toy.yaml --quick    # the same pipeline on less work
     moelab demo configs/demo/paper.yaml          # the released checkpoints, on a GPU node
 
 Four stages, each reading only what the previous one wrote to disk, each skipped on a rerun when
@@ -25,8 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from moelab.config import load_config, save_resolved_config
-from moelab.errors import UserError
+from core.config import load_config, save_resolved_config
+from core.errors import UserError
+from moelab.demo_schema import DemoConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,9 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.recipe, args.overrides)
-    if cfg.kind != "demo":
-        raise UserError(f"{args.recipe}: kind is '{cfg.kind}', expected a demo recipe (configs/demo/)")
+    cfg = load_config(args.recipe, args.overrides, schema=DemoConfig)
     report = run_demo(cfg, quick=args.quick)
     print(f"report: {report}")
     return 0

@@ -1,7 +1,12 @@
 """The demo's last stage: per-member before/after plots, the cross-model plot, and report.md.
 
-Reads only the metrics CSVs the sweeps wrote and the GRPO runs' `eval.csv`; every number in the
-report is looked up from those files (`metric_value`), so a test can re-derive each one.
+Reads only the metrics CSVs the sweeps wrote (`inference.aggregate.read_metrics`) and the GRPO
+runs' `eval.csv`; every number in the report is looked up from those files (`metric_value`), so a
+test can re-derive each one. The figures are `inference.plots`' own, the sampled setting only
+(greedy is one point, in the table): the after-GRPO rows carry their member's name and a `run`
+column tells the two sweeps apart (`style_by`). The cross-model lines group members by top-k, not
+by exact active parameters: in the toy family the router grows with the experts, so members of one
+top-k differ by a few active parameters and would each be a line of one point.
 """
 
 from __future__ import annotations
@@ -11,13 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-STRATEGY_LABELS = {"pass": "pass@k", "majority": "majority@k", "best_of_n": "best-of-n@k (mean logprob)",
-                   "weighted_majority": "weighted majority@k"}
-
-
-def read_rows(path: Path) -> list[dict]:
-    with Path(path).open() as f:
-        return list(csv.DictReader(f))
+BEFORE, AFTER = "before GRPO", "after GRPO"
 
 
 def is_greedy(row: dict) -> bool:
@@ -28,7 +27,7 @@ def is_greedy(row: dict) -> bool:
 def metric_value(rows: list[dict], model: str, strategy: str, k: int, greedy: bool = False) -> dict | None:
     """The metrics row of (model, strategy, k) in the sampled setting (or the greedy one)."""
     for row in rows:
-        if row["model"] == model and row["strategy"] == strategy and int(row["k"]) == k and is_greedy(row) == greedy:
+        if row["model"] == model and row["strategy"] == strategy and row["k"] == k and is_greedy(row) == greedy:
             return row
     return None
 
@@ -36,87 +35,34 @@ def metric_value(rows: list[dict], model: str, strategy: str, k: int, greedy: bo
 def _fmt(row: dict | None) -> str:
     if row is None:
         return "-"
-    return f"{100 * float(row['accuracy']):.1f} [{100 * float(row['ci_low']):.1f}, {100 * float(row['ci_high']):.1f}]"
+    return f"{100 * row['accuracy']:.1f} [{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}]"
 
 
-def _curves(rows: list[dict], model: str, strategy: str) -> tuple[list[int], list[float], list[float], list[float]]:
-    points = sorted((int(r["k"]), float(r["accuracy"]), float(r["ci_low"]), float(r["ci_high"])) for r in rows
-                    if r["model"] == model and r["strategy"] == strategy and not is_greedy(r))
-    return [p[0] for p in points], [p[1] for p in points], [p[2] for p in points], [p[3] for p in points]
+def _runs(members: list[str], trained: dict[str, str], before: list[dict], after: list[dict]) -> list[dict]:
+    """Sampled rows of both sweeps, each under its member's name, with `run` saying which sweep."""
+    member_of = {trained[m]: m for m in members}
+    rows = [{**r, "run": BEFORE} for r in before if r["model"] in members and not is_greedy(r)]
+    return rows + [{**r, "model": member_of[r["model"]], "run": AFTER} for r in after
+                   if r["model"] in member_of and not is_greedy(r)]
 
 
-def plot_member(member: str, trained: str, before: list[dict], after: list[dict], strategies: list[str],
-                out: Path) -> Path:
-    """Accuracy vs samples (log2 x) for one member, before (solid) and after GRPO (dashed), CI bands."""
-    import matplotlib
+def _plots(plots: Path, members: list[str], rows: list[dict], strategies: list[str], budgets: list[int]) -> None:
+    from inference.plots import model_params, plot_cross_model, plot_curves, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, strategy in enumerate(strategies):
-        color = f"C{i}"
-        for rows, model, style, when in ((before, member, "-", "before"), (after, trained, "--", "after")):
-            ks, acc, lo, hi = _curves(rows, model, strategy)
-            if ks:
-                ax.plot(ks, acc, style, color=color, marker="o", ms=3,
-                        label=f"{STRATEGY_LABELS.get(strategy, strategy)}, {when} GRPO")
-                ax.fill_between(ks, lo, hi, color=color, alpha=0.12)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("samples per problem k")
-    ax.set_ylabel("accuracy")
-    ax.set_title(member)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
-def plot_cross_model(members: list[str], trained: dict[str, str], infos: dict[str, Any], before: list[dict],
-                     after: list[dict], budgets: list[int], out: Path, strategy: str = "majority") -> Path:
-    """The study's view: accuracy against total parameters, one line per (top-k group, sample budget),
-    before (solid) vs after GRPO (dashed). Members of one top-k share their active parameters."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    groups = sorted({infos[m].top_k for m in members})
-    markers = "osD^v<>"
-    for i, k in enumerate(budgets):
-        for g, top_k in enumerate(groups):
-            ordered = sorted((m for m in members if infos[m].top_k == top_k), key=lambda m: infos[m].total_params)
-            for rows, style, when, names in ((before, "-", "before", {m: m for m in members}),
-                                             (after, "--", "after", trained)):
-                xs, ys = [], []
-                for m in ordered:
-                    row = metric_value(rows, names[m], strategy, k)
-                    if row is not None:
-                        xs.append(infos[m].total_params)
-                        ys.append(float(row["accuracy"]))
-                if xs:
-                    ax.plot(xs, ys, style, color=f"C{i}", marker=markers[g % len(markers)],
-                            label=f"{strategy}@{k}, top-{top_k}, {when} GRPO")
-    ax.set_xscale("log")
-    ax.set_xlabel("total parameters")
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"{strategy}@k vs total parameters")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    for m in members:
+        mine = [r for r in rows if r["model"] == m]
+        save_figure(plot_curves(mine, "samples", strategies, style_by="run"), plots / f"{m}.png")
+    figure = plot_cross_model(rows, model_params(members), "total_params", "majority", budgets, group_by="top_k",
+                              style_by="run")
+    save_figure(figure, plots / "cross_model.png")
 
 
 def _grpo_eval(grpo_dir: Path) -> tuple[dict | None, dict | None]:
     path = grpo_dir / "eval.csv"
     if not path.is_file():
         return None, None
-    rows = read_rows(path)
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
     if not rows:
         return None, None
     first_step = min(int(r["step"]) for r in rows)
@@ -129,18 +75,14 @@ def _grpo_eval(grpo_dir: Path) -> tuple[dict | None, dict | None]:
 def write_report(run_dir: Path, members: list[str], trained: dict[str, str], before_csv: Path, after_csv: Path,
                  cfg: Any, grpo_dirs: dict[str, Path]) -> Path:
     from checkpoints_index.index import resolve
+    from inference.aggregate import read_metrics
 
-    before, after = read_rows(before_csv), read_rows(after_csv)
-    plots = run_dir / "plots"
-    plots.mkdir(parents=True, exist_ok=True)
+    before, after = read_metrics(before_csv), read_metrics(after_csv)
     infos = {m: resolve(m) for m in members}
     params = {m: infos[m].total_params for m in members}
-    strategies = list(cfg.strategies)
-    k_max = max(int(r["k"]) for r in before if not is_greedy(r))
-    for m in members:
-        plot_member(m, trained[m], before, after, strategies, plots / f"{m}.png")
-    plot_cross_model(members, trained, infos, before, after, [k for k in cfg.budgets if k <= k_max],
-                     plots / "cross_model.png")
+    k_max = max(r["k"] for r in before if not is_greedy(r))
+    _plots(run_dir / "plots", members, _runs(members, trained, before, after), list(cfg.strategies),
+           [k for k in cfg.budgets if k <= k_max])
 
     lines = [f"# Demo report: {cfg.run_name}", "",
              f"Members: {', '.join(members)}. Sweeps: `{before_csv.parent}` (before GRPO) and `{after_csv.parent}` "
@@ -179,8 +121,8 @@ def _findings(members: list[str], trained: dict[str, str], before: list[dict], a
         bp = metric_value(before, m, "pass", k_max)
         if not (b1 and a1 and bm and bp):
             continue
-        gain_rl = 100 * (float(a1["accuracy"]) - float(b1["accuracy"]))
-        gain_vote = 100 * (float(bm["accuracy"]) - float(b1["accuracy"]))
+        gain_rl = 100 * (a1["accuracy"] - b1["accuracy"])
+        gain_vote = 100 * (bm["accuracy"] - b1["accuracy"])
         out.append(f"- {m} ({params[m]:,} total parameters): GRPO moved pass@1 by {gain_rl:+.1f} points "
                    f"({_pct(b1)} -> {_pct(a1)}); majority vote over {k_max} samples moved it by {gain_vote:+.1f} "
                    f"points ({_pct(b1)} -> {_pct(bm)}); coverage pass@{k_max} is {_pct(bp)}.")
@@ -188,5 +130,4 @@ def _findings(members: list[str], trained: dict[str, str], before: list[dict], a
 
 
 def _pct(row: dict) -> str:
-    value = float(row["accuracy"])
-    return "nan" if math.isnan(value) else f"{100 * value:.1f}%"
+    return "nan" if math.isnan(row["accuracy"]) else f"{100 * row['accuracy']:.1f}%"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from moelab.config import MISSING, config_field, recipe
+from core.config import MISSING, config_field
 
 
 @dataclass
@@ -20,7 +20,6 @@ class QuickOverrides:
     grpo_overrides: list[str] = config_field([], "extra key=value overrides of the GRPO recipe under --quick")
 
 
-@recipe("demo")
 @dataclass
 class DemoConfig:
     kind: str = config_field("demo", "recipe type")

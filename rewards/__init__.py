@@ -7,12 +7,34 @@ Public API (see `rewards/README.md`):
                   deadline_s=5.0, num_workers=None) -> list[Verdict]
     Scorer(num_workers=None, deadline_s=5.0, ...)   # context manager, reusable worker pool
     get_reward_funcs(names, options=None) -> list[callable]   # TRL reward functions by name
+
+Importing the package imports nothing: the names above load their module on first use (PEP 562),
+so `from rewards.extract import final_boxed` (the datasets layer does) does not start the scorer's
+fork and exit hooks or the worker-pool machinery.
 """
 
-from rewards.scorer import STATUSES, Scorer, Verdict, default_scorer, score_samples
-from rewards.trl_rewards import (REWARD_FUNCS, accuracy_reward, format_reward, get_accuracy_reward,
-                                 get_format_reward, get_reward_funcs, get_soft_overlong_punishment)
+from __future__ import annotations
 
-__all__ = ["STATUSES", "Scorer", "Verdict", "default_scorer", "score_samples", "REWARD_FUNCS",
-           "accuracy_reward", "format_reward", "get_accuracy_reward", "get_format_reward",
-           "get_reward_funcs", "get_soft_overlong_punishment"]
+import importlib
+
+_EXPORTS = {
+    "STATUSES": "rewards.scorer", "Scorer": "rewards.scorer", "Verdict": "rewards.scorer",
+    "default_scorer": "rewards.scorer", "score_samples": "rewards.scorer",
+    "REWARD_FUNCS": "rewards.trl_rewards", "accuracy_reward": "rewards.trl_rewards",
+    "format_reward": "rewards.trl_rewards", "get_accuracy_reward": "rewards.trl_rewards",
+    "get_format_reward": "rewards.trl_rewards", "get_reward_funcs": "rewards.trl_rewards",
+    "get_soft_overlong_punishment": "rewards.trl_rewards",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'rewards' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

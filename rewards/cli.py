@@ -3,6 +3,10 @@
     moelab score --task gsm8k --in samples.jsonl --out scored.jsonl execute_code=true deadline_s=3
     moelab score --task math --in samples.jsonl --out scored.jsonl --audit
 
+`--task` is a checker task, never a dataset name: the input is a file of completions, which does not
+say its dataset, and this layer sits below the datasets table (`tasks.datasets.DATASETS`), so
+MATH-500 completions are scored with `--task math`.
+
 Each input row holds at least `completion` and `gold` (field names configurable); other fields
 pass through. Each output row adds `status`, `reward` (1.0 iff correct), `pred`, `cluster` (and
 `detail` when there is something to say). Rows keep their order; a line that is not JSON, or a
@@ -19,10 +23,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from moelab.config import config_field, describe_fields
-from moelab.errors import UserError
-
-TASK_CHOICES = ("gsm8k", "math", "toy")
+from core.config import config_field, describe_fields
+from core.errors import UserError
+from rewards.extract import TASKS
 
 
 @dataclass
@@ -43,7 +46,8 @@ class ScoreOptions:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", required=True, choices=TASK_CHOICES, help="answer-extraction rules to use")
+    parser.add_argument("--task", required=True, choices=TASKS,
+                        help="checker rules to use (a dataset's own: tasks.datasets.DATASETS, e.g. math500 -> math)")
     parser.add_argument("--in", dest="input", required=True, metavar="IN.jsonl", help="completions to score")
     parser.add_argument("--out", required=True, metavar="OUT.jsonl", help="where to write the scored rows")
     parser.add_argument("--audit", action="store_true", help="also run the independent is_equiv-style checker and "
@@ -80,9 +84,9 @@ def read_rows(path: Path, options) -> tuple[list[dict | None], list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from moelab.config import load_config
+    from core.config import load_config
 
-    options = load_config(schema=ScoreOptions, overrides=list(args.overrides))
+    options = load_config(None, list(args.overrides), schema=ScoreOptions)
     source, target = Path(args.input), Path(args.out)
     if not source.is_file():
         raise UserError(f"--in: file not found: {source}")

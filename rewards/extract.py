@@ -26,17 +26,17 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
+# The checker tasks: sets of answer rules, not datasets. Which task checks a dataset (math500 -> math,
+# gsm_plus -> gsm8k) is the datasets layer's knowledge (tasks.datasets.DATASETS), above this one.
 TASKS = ("gsm8k", "math", "toy")
-# Dataset names that share a task's answer format.
-TASK_ALIASES = {"math500": "math", "minerva_math": "math", "gsm_plus": "gsm8k", "gsm-plus": "gsm8k"}
 
 
 def resolve_task(name: str) -> str:
-    """`math500` -> `math`; unknown names raise ValueError naming the accepted ones."""
-    task = TASK_ALIASES.get(name, name)
-    if task not in TASKS:
-        raise ValueError(f"unknown task {name!r}; expected one of {', '.join(TASKS + tuple(TASK_ALIASES))}")
-    return task
+    """`name` if it is a checker task; anything else (a dataset name too) raises ValueError naming the fix."""
+    if name not in TASKS:
+        raise ValueError(f"unknown checker task {name!r}; expected one of {', '.join(TASKS)} (a dataset's "
+                         f"checker task is listed in tasks.datasets.DATASETS, e.g. math500 -> math)")
+    return name
 
 # A number as GSM8K-style text writes it: optional sign and currency, thousands separators, decimals.
 _NUMBER = r"(?:-\s?)?(?:\\?\$\s?)?-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:\s?/\s?\d+)?"

@@ -10,7 +10,7 @@ starts a replacement and re-queues the rest of the batch. A worker that dies (e.
 address-space limit) costs only the item it was on (`error`).
 
 Thread-safe: threads check workers out and in; the pool grows lazily up to `max_workers` and is
-reused across calls, so repeated scoring does not pay the ~1 s start-up (math-verify import).
+reused across calls, so repeated scoring does not pay the start-up (math-verify's import) again.
 After `fork` (a DataLoader worker) the child notices the new pid and starts its own workers.
 """
 

@@ -10,7 +10,8 @@ determined attacker (see README, "Sandbox").
 Libraries: the released checkpoints were pretrained on OpenMathInstruct-style solutions whose
 `<llm-code>` blocks commonly `from sympy import ...`, so `sympy` (with its `mpmath`) and `numpy` are
 importable too: read from the lab's own environment, pre-imported before any limit is set, and
-only when the program names them (their import costs ~0.5 s, which a plain program should not pay).
+only when the program names them (their import costs time a plain program should not pay:
+rewards/README.md, "Sandbox").
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from moelab.errors import UserError
+from core.errors import UserError
 from rewards.extract import (canonical_number, clean_number, extract_answer, extract_gold,
                              normalize_answer, parse_number, resolve_task)
 from rewards.pool import WorkerPool

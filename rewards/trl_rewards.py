@@ -12,6 +12,9 @@ these go through `rewards.scorer`: hard per-sample deadline, any thread, sandbox
 
 Names for recipes (`get_reward_funcs`): `accuracy`, `format`, `soft_overlong_punishment`, or a
 dotted import path (`my_lab.rewards.length_bonus`), the TRL/open-r1 pattern.
+
+Which answer rules judge a sample comes from its `task` column (the lab's rows always have one);
+guessing it from the gold is only the fallback for datasets without that column (`_task_for`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import importlib
 import re
 from collections.abc import Callable, Sequence
 
-from moelab.errors import UserError
+from core.errors import UserError
 
 Reward = Callable[..., list]
 
@@ -32,6 +35,14 @@ def _texts(completions: Sequence[object]) -> list[str]:
 
 
 def _task_for(gold: str, task: str | None) -> str:
+    """The checker task of one sample: its `task` column (or the reward's `task` option), else a guess.
+
+    The guess is the one fallback for a TRL dataset built outside the lab: TRL hands a reward function
+    only the dataset's columns, so without a `task` column `####` in the gold means GSM8K rules and
+    anything else MATH rules. A bare GSM8K number as gold (`"18"`) is thus judged by MATH rules: give
+    such a dataset a `task` column. The lab's datasets always carry one (`tasks.datasets` rows; GRPO
+    passes it), so inside the lab the guess never runs. Column values are checker tasks only
+    (gsm8k/math/toy); a dataset name (`math500`) is mapped to one by `tasks.datasets.checker_task`."""
     from rewards.extract import resolve_task
 
     if task:
@@ -44,8 +55,8 @@ def _task_for(gold: str, task: str | None) -> str:
 
 class AccuracyReward:
     """1.0 if the completion's answer equals the gold (column `gold`, else `solution`), else 0.0;
-    None when the gold cannot be parsed. Optional column `task` (gsm8k/math/toy) per sample;
-    otherwise `####` in the gold means GSM8K and anything else MATH rules."""
+    None when the gold cannot be parsed. Column `task` (gsm8k/math/toy) per sample; without it,
+    the fallback of `_task_for` (`####` in the gold: GSM8K rules, else MATH)."""
 
     __name__ = "accuracy_reward"
 

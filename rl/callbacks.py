@@ -145,7 +145,7 @@ class GreedyEvalCallback(TrainerCallback):
 
 class NonFiniteLossGuard(TrainerCallback):
     """Stops training at the first step whose loss or gradient norm is NaN/inf, *without* saving it,
-    so the newest checkpoint on disk is the last good one. The trainer (rl.train.MoEGRPOTrainer)
+    so the newest checkpoint on disk is the last good one. The trainer (rl.trainer.MoEGRPOTrainer)
     checks each micro-batch loss and calls `trip`; logged values are checked here too."""
 
     def __init__(self):

@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from moelab.config import load_config
+    from core.config import load_config
     from rl.launch import run_recipe
     from rl.schema import GRPORecipe
 

@@ -5,7 +5,7 @@ laptop. `launch.num_processes > 1` or `launch.accelerate_config` writes the reso
 run directory and starts `accelerate launch --config_file <yaml> -m rl.train <resolved recipe>`, so
 every rank reads exactly the recipe that was validated here. On a machine without CUDA it exports
 `DS_ACCELERATOR=cpu` (DeepSpeed otherwise looks for a GPU) and the workers pick the gloo backend
-(rl.train.build_grpo_config), the combination that works on CPU (platform notes).
+(rl.train.build_grpo_config), the combination that works on CPU (README.md, "Platform notes").
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from moelab.config import save_resolved_config
-from moelab.errors import UserError
+from core.config import save_resolved_config
+from core.errors import UserError
 
 LAB_ROOT = Path(__file__).resolve().parents[1]
 

@@ -45,7 +45,8 @@ class ExpertLoadMeter:
         self._counts = {layer: torch.zeros(self.num_experts, dtype=torch.float64) for layer, _ in self.routers}
         self._entropy_sum = {layer: 0.0 for layer, _ in self.routers}
         self._tokens = {layer: 0 for layer, _ in self.routers}
-        self._handles = [module.register_forward_hook(self._hook(layer)) for layer, module in self.routers]
+        for layer, module in self.routers:
+            module.register_forward_hook(self._hook(layer))
 
     def _hook(self, layer: int):
         def record(module: Any, inputs: Any, output: Any) -> None:
@@ -90,8 +91,3 @@ class ExpertLoadMeter:
             scalars["moe/router_entropy_uniform"] = math.log(self.num_experts)
             scalars["moe/dead_fraction"] = sum(p[2] for p in per_layer) / len(per_layer)
         return scalars, fractions
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []

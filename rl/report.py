@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moelab.errors import UserError
+from core.errors import UserError, exit_status
 
 SAMPLES_FILE = "eval_samples.jsonl"
 
@@ -83,7 +83,8 @@ def eval_changes(run_dir: str | Path, before_step: int | None = None, after_step
 
 
 def describe(dataset: str, change: dict) -> str:
-    """One line: `toy: greedy 0.664 (step 0) -> 0.712 (step 80), change +0.048 [95% CI +0.02, +0.07] ...`."""
+    """One line: greedy accuracy before -> after (with their steps), the change and its CI, the problems
+    fixed and broken, and whether the CI excludes 0."""
     return (f"{dataset}: greedy accuracy {change['before']:.3f} (step {change['before_step']}) -> "
             f"{change['after']:.3f} (step {change['after_step']}), change {change['change']:+.3f} "
             f"[{change['level']:.0%} paired bootstrap CI {change['ci_low']:+.3f}, {change['ci_high']:+.3f}] on "
@@ -106,17 +107,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
-    try:
+
+    def job() -> int:
         changes = eval_changes(args.run_dir, args.before, args.after, args.resamples, args.seed)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(changes, indent=2))
-    else:
-        for dataset, change in changes.items():
-            print(describe(dataset, change))
-    return 0
+        if args.json:
+            print(json.dumps(changes, indent=2))
+        else:
+            for dataset, change in changes.items():
+                print(describe(dataset, change))
+        return 0
+
+    return exit_status(job)
 
 
 if __name__ == "__main__":

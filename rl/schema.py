@@ -1,9 +1,11 @@
 """The `grpo` recipe: every knob of a GRPO run, validated before any model loads.
 
 Sections mirror the order a run is built in (model -> data -> rewards -> GRPO -> MoE -> eval ->
-checkpoints -> launch). The `grpo` section uses TRL's `GRPOConfig` field names one to one, so a
-reader who knows TRL knows the recipe, and anything this schema does not name can still reach
-TRL through `grpo.extra` (a free-form mapping passed straight to `GRPOConfig`). TRL's own resolved
+checkpoints -> launch). The `grpo` section uses TRL's `GRPOConfig` field names one to one and is
+passed to it by name, so a reader who knows TRL knows the recipe, and anything this schema does not
+name can still reach TRL through `grpo.extra` (a free-form mapping passed straight to `GRPOConfig`).
+The few GRPOConfig fields that belong to another section (`max_steps`, `moe.router_aux_loss_coef`,
+`checkpoints.save_steps`, ...) are mapped in `rl.train.grpo_config_kwargs`. TRL's own resolved
 config (every default included) is written to `grpo_config.json` beside the run, because TRL's
 defaults (`loss_type=dapo`, `beta=0`, importance-sampling correction on) differ from the study's
 verl run and have changed between releases.
@@ -14,9 +16,9 @@ This module is imported by `moelab config show` and must stay cheap: dataclasses
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
-from moelab.config import config_field, recipe
+from core.config import config_field
 
 
 @dataclass
@@ -30,8 +32,11 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    dataset: str = config_field(help="train problems: gsm8k, math, toy, or a JSONL path (moelab.datasets)")
+    dataset: str = config_field(help="train problems: gsm8k, math, toy, or a JSONL path (tasks.datasets)")
     split: str = config_field("train", help="split of `dataset` to train on")
+    task: Optional[str] = config_field(None, help="answer checker task of the train problems (gsm8k, math, toy, or a "
+                                                  "dataset name that has one); null: the dataset table "
+                                                  "(tasks.datasets) or the JSONL rows' `task` field")
     limit: Optional[int] = config_field(None, help="use only the first N problems (after shuffling)")
     shuffle_seed: Optional[int] = config_field(0, help="shuffle problems with this seed before `limit`")
     prompt_style: str = config_field("chat", help="chat: raw question as one user message through the chat "
@@ -50,7 +55,8 @@ class RewardSection:
 
 @dataclass
 class GRPOSection:
-    """TRL `GRPOConfig` fields, same names and meaning."""
+    """TRL `GRPOConfig` fields, same names and meaning: `rl.train.grpo_config_kwargs` passes every field
+    but `extra` to `GRPOConfig` by name (tests/test_grpo.py checks that TRL still has each one)."""
 
     num_generations: int = config_field(8, help="completions sampled per prompt (the group size G)")
     per_device_train_batch_size: int = config_field(8, help="completions per device per micro-batch")
@@ -133,7 +139,6 @@ class LaunchSection:
     main_process_port: int = config_field(29512, help="rendezvous port")
 
 
-@recipe("grpo")
 @dataclass
 class GRPORecipe:
     kind: str = config_field("grpo", help="recipe type")
@@ -151,10 +156,3 @@ class GRPORecipe:
     checkpoints: CheckpointSection = config_field(CheckpointSection, help="saving and registering")
     launch: LaunchSection = config_field(LaunchSection, help="processes and DeepSpeed")
 
-
-def extra_kwargs(value: Any) -> dict:
-    """`grpo.extra` as a plain dict (OmegaConf containers converted)."""
-    from omegaconf import OmegaConf
-
-    return dict(OmegaConf.to_container(value, resolve=True)) if value is not None and not isinstance(value, dict) \
-        else dict(value or {})

@@ -19,6 +19,7 @@ What differs from calling TRL directly, and why:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -27,9 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from moelab.config import load_config, save_resolved_config
-from moelab.errors import UserError
-from rl.schema import GRPORecipe, extra_kwargs
+from core.config import load_config, save_resolved_config
+from core.errors import UserError, exit_status
+from rl.schema import GRPORecipe
 
 VERSIONED_PACKAGES = ["torch", "transformers", "trl", "accelerate", "vllm", "deepspeed", "math-verify"]
 
@@ -63,38 +64,46 @@ def package_versions() -> dict[str, str | None]:
 
 
 # ---------------------------------------------------------------------------------------------- config
+# `grpo` fields that are the lab's own, not GRPOConfig fields; every other `grpo` field is passed by name.
+LAB_ONLY_GRPO_FIELDS = ("extra",)
+
+# GRPOConfig fields every run sets the same way.
+FIXED_GRPO_CONFIG = dict(
+    save_strategy="steps", save_only_model=False,  # checkpoints resume training: optimizer, RNG, data position
+    eval_strategy="no",  # the greedy eval is a callback (rl.callbacks.GreedyEvalCallback)
+    disable_tqdm=True, log_level="warning",
+)
+
+
+def grpo_config_kwargs(recipe: GRPORecipe) -> dict[str, Any]:
+    """The GRPOConfig keyword arguments a recipe sets, `grpo.extra` aside: every `grpo` field by its
+    own name, the GRPOConfig fields that live in other sections of the recipe, and the fixed ones."""
+    g = recipe.grpo
+    kwargs = {f.name: getattr(g, f.name) for f in dataclasses.fields(g) if f.name not in LAB_ONLY_GRPO_FIELDS}
+    kwargs.update(
+        report_to=g.report_to or "none", data_seed=g.seed,
+        output_dir=recipe.output_dir, max_steps=recipe.max_steps,
+        gradient_checkpointing=recipe.model.gradient_checkpointing,
+        reward_weights=recipe.rewards.weights or None,
+        router_aux_loss_coef=recipe.moe.router_aux_loss_coef,
+        save_steps=recipe.checkpoints.save_steps, save_total_limit=recipe.checkpoints.save_total_limit,
+        **FIXED_GRPO_CONFIG,
+    )
+    return kwargs
+
+
 def build_grpo_config(cfg: Any) -> Any:
     """TRL GRPOConfig from the recipe. Built before the model so ZeRO-3 init can see it."""
     import torch
+    from omegaconf import OmegaConf
     from trl import GRPOConfig
 
-    g = cfg.grpo
-    kwargs = dict(
-        output_dir=cfg.output_dir, max_steps=cfg.max_steps, num_train_epochs=g.num_train_epochs,
-        per_device_train_batch_size=g.per_device_train_batch_size,
-        gradient_accumulation_steps=g.gradient_accumulation_steps, steps_per_generation=g.steps_per_generation,
-        num_generations=g.num_generations, num_iterations=g.num_iterations, loss_type=g.loss_type, beta=g.beta,
-        epsilon=g.epsilon, epsilon_high=g.epsilon_high, scale_rewards=g.scale_rewards,
-        max_completion_length=g.max_completion_length, temperature=g.temperature, top_p=g.top_p,
-        mask_truncated_completions=g.mask_truncated_completions, learning_rate=g.learning_rate,
-        lr_scheduler_type=g.lr_scheduler_type, warmup_steps=g.warmup_steps, weight_decay=g.weight_decay,
-        max_grad_norm=g.max_grad_norm, logging_steps=g.logging_steps, seed=g.seed, data_seed=g.seed,
-        use_vllm=g.use_vllm, vllm_mode=g.vllm_mode, vllm_gpu_memory_utilization=g.vllm_gpu_memory_utilization,
-        vllm_tensor_parallel_size=g.vllm_tensor_parallel_size, vllm_server_host=g.vllm_server_host,
-        vllm_server_port=g.vllm_server_port,
-        vllm_importance_sampling_correction=g.vllm_importance_sampling_correction,
-        bf16=g.bf16, report_to=list(g.report_to) or "none",
-        router_aux_loss_coef=cfg.moe.router_aux_loss_coef,
-        gradient_checkpointing=cfg.model.gradient_checkpointing,
-        save_strategy="steps", save_steps=cfg.checkpoints.save_steps,
-        save_total_limit=cfg.checkpoints.save_total_limit, save_only_model=False,
-        reward_weights=list(cfg.rewards.weights) if cfg.rewards.weights else None,
-        eval_strategy="no", disable_tqdm=True, log_level="warning",
-    )
+    recipe: GRPORecipe = OmegaConf.to_object(cfg)
+    kwargs = grpo_config_kwargs(recipe)
     if world_size() > 1 and not torch.cuda.is_available():
-        kwargs["ddp_backend"] = "gloo"  # DeepSpeed/torch.distributed on CPU (platform notes)
-    extra = extra_kwargs(g.extra)
-    unknown = sorted(set(extra) - set(GRPOConfig.__dataclass_fields__))
+        kwargs["ddp_backend"] = "gloo"  # torch.distributed on CPU has gloo only (nccl needs CUDA)
+    extra = recipe.grpo.extra
+    unknown = sorted(set(extra) - {f.name for f in dataclasses.fields(GRPOConfig)})
     if unknown:
         raise UserError(f"grpo.extra: {', '.join(unknown)} not GRPOConfig field(s) of trl "
                         f"{package_versions()['trl']}")
@@ -118,14 +127,14 @@ def load_policy(cfg: Any) -> tuple[Any, Any]:
 
 
 def render(question: str, style: str, tokenizer: Any) -> str:
-    from moelab.prompts import render_prompt
+    from tasks.prompts import render_prompt
 
     return render_prompt(question, style, tokenizer)
 
 
 def trl_prompt(question: str, style: str) -> Any:
     """What TRL's dataset `prompt` column holds: chat messages (TRL applies the template) or text."""
-    from moelab.prompts import chat_messages, format_prompt
+    from tasks.prompts import chat_messages, format_prompt
 
     return chat_messages(question) if style == "chat" else format_prompt(question)
 
@@ -137,30 +146,28 @@ def wrap_completion(style: str):
     return lambda text: text
 
 
-# The rewards engine applies each task's answer rules (toy/GSM8K: `#### N`, MATH: math-verify) per sample.
-REWARD_TASKS = {"toy": "toy", "gsm8k": "gsm8k", "gsm8k-hub": "gsm8k", "math": "math", "math500": "math"}
+def reward_columns(rows: list[dict]) -> dict[str, list]:
+    """Dataset columns every reward function receives (TRL passes all columns as keyword arguments).
+
+    `task` is each row's checker task (tasks.datasets: toy/GSM8K `#### N` rules, MATH math-verify),
+    so the rewards never guess it from the gold."""
+    return {"gold": [r["gold"] for r in rows], "solution": [r["solution"] for r in rows],
+            "task": [r["task"] for r in rows]}
 
 
-def reward_columns(dataset: str, rows: list[dict]) -> dict[str, list]:
-    """Dataset columns every reward function receives (TRL passes all columns as keyword arguments)."""
-    columns = {"gold": [r["gold"] for r in rows], "solution": [r["solution"] for r in rows]}
-    if dataset in REWARD_TASKS:
-        columns["task"] = [REWARD_TASKS[dataset]] * len(rows)
-    return columns
-
-
-def load_rows(dataset: str, split: str, limit: int | None, shuffle_seed: int | None, toy_num_problems: int) -> list:
-    from moelab.datasets import load_problems
+def load_rows(dataset: str, split: str, limit: int | None, shuffle_seed: int | None, toy_num_problems: int,
+              task: str | None = None) -> list:
+    from tasks.datasets import load_problems
 
     options = {"num_problems": toy_num_problems} if dataset == "toy" else {}
-    return load_problems(dataset, split=split, limit=limit, shuffle_seed=shuffle_seed, **options)
+    return load_problems(dataset, split=split, limit=limit, shuffle_seed=shuffle_seed, task=task, **options)
 
 
 def build_train_dataset(cfg: Any, tokenizer: Any) -> Any:
     from datasets import Dataset
 
     d = cfg.data
-    rows = load_rows(d.dataset, d.split, d.limit, d.shuffle_seed, d.toy_num_problems)
+    rows = load_rows(d.dataset, d.split, d.limit, d.shuffle_seed, d.toy_num_problems, d.task)
     kept = [r for r in rows if len(tokenizer(render(r["question"], d.prompt_style, tokenizer),
                                              add_special_tokens=False)["input_ids"]) <= d.max_prompt_length]
     if not kept:
@@ -170,7 +177,7 @@ def build_train_dataset(cfg: Any, tokenizer: Any) -> Any:
               f"{d.max_prompt_length} prompt tokens", flush=True)
     columns = {"prompt": [trl_prompt(r["question"], d.prompt_style) for r in kept],
                "question": [r["question"] for r in kept], "problem_id": [r["id"] for r in kept],
-               **reward_columns(d.dataset, kept)}
+               **reward_columns(kept)}
     return Dataset.from_dict(columns)
 
 
@@ -181,7 +188,7 @@ def build_eval_sets(cfg: Any, tokenizer: Any) -> dict[str, dict]:
         sets[Path(name).stem if name.endswith(".jsonl") else name] = {
             "prompts": [render(r["question"], cfg.data.prompt_style, tokenizer) for r in rows],
             "ids": [r["id"] for r in rows],
-            "columns": reward_columns(name, rows),
+            "columns": reward_columns(rows),
             "wrap": wrap_completion(cfg.data.prompt_style),
         }
     return sets
@@ -252,7 +259,7 @@ def register_prefix(cfg: Any) -> str:
 def build_trainer(cfg: Any, use_weight_sync: bool = True) -> tuple[Any, dict]:
     """GRPOTrainer (the lab's subclass) with every callback; returns (trainer, parts by name)."""
     from rl.callbacks import ExpertLoadCallback, GreedyEvalCallback, NonFiniteLossGuard, RegisterCheckpointCallback
-    from rl.weight_sync import MoEGRPOTrainer, register_zero3_leaf_modules
+    from rl.trainer import MoEGRPOTrainer, register_zero3_leaf_modules
 
     if cfg.threads > 0:
         import torch
@@ -366,16 +373,15 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         print("usage: python -m rl.train RECIPE.yaml [key=value ...]", file=sys.stderr)
         return 2
-    from moelab.platform import prepare_vllm_environment
+    from core.platform import prepare_vllm_environment
 
     prepare_vllm_environment()  # also when launched directly (`python -m rl.train`), not via moelab
-    try:
-        cfg = load_config(argv[0], argv[1:], schema=GRPORecipe)
-        train(cfg)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    def job() -> int:
+        train(load_config(argv[0], argv[1:], schema=GRPORecipe))
+        return 0
+
+    return exit_status(job)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,7 @@
-"""The lab's GRPOTrainer: TRL's, plus what Mixtral needs (NaN guard, ZeRO-3 leaf, vLLM weight sync).
+"""vLLM kept in sync with the policy for Mixtral under transformers 5 (colocated engine or server).
 
-The vLLM part is the reason this module exists. TRL's colocated sync pushes
-`model.named_parameters()` into `vllm_model.load_weights` one tensor at a time; for Mixtral under
-transformers 5 that fails twice (platform notes, "TRL GRPOTrainer on CPU"):
+TRL's colocated sync pushes `model.named_parameters()` into `vllm_model.load_weights` one tensor at
+a time; for Mixtral under transformers 5 that fails twice:
   1. transformers keeps the experts fused (`mlp.experts.gate_up_proj [E, 2F, D]`,
      `mlp.experts.down_proj [E, D, F]`, router `mlp.gate.weight`) while vLLM's Mixtral loader expects
      checkpoint names (`block_sparse_moe.experts.{e}.w1/w3/w2.weight`, `block_sparse_moe.gate.weight`);
@@ -15,36 +14,20 @@ translated weights go through vLLM's own `load_weights` (q/k/v fusion, expert st
 own `process_weights_after_loading` repacks them. One vLLM 0.32 gap is closed by hand: on a weight
 *update* its fused-MoE method skips the experts' packing step (`fused_experts.
 process_weights_after_loading`, the CPU blocked layout), so the CPU kernel would read unpacked
-weights as packed; the sync calls it. Measured: engine-vs-policy logprob gap 5e-7 after a step
-(2.2 without the sync). On GPUs the same path runs (the extra packing step is a no-op there).
-Server mode pushes the translated names to `trl vllm-serve` instead.
+weights as packed; the sync calls it. On GPUs the same path runs (the extra packing step is a no-op
+there). Server mode pushes the translated names to `trl vllm-serve` instead. `MixtralWeightSync`
+is what `rl.trainer.MoEGRPOTrainer` installs in place of TRL's `sync_weights`; how well it works
+is measured by `tests/test_grpo_vllm_sync.py` (rl/README.md, "vLLM weight sync").
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
 from typing import Any, Iterator
 
 import torch
-from trl import GRPOTrainer
 
 _EXPERTS = re.compile(r"^(.*)\.mlp\.experts\.(gate_up_proj|down_proj)$")
-
-
-def register_zero3_leaf_modules(model: Any, args: Any) -> bool:
-    """Under DeepSpeed ZeRO-3, make the sparse-MoE block one leaf: its parameters are gathered
-    together on every rank, even when a rank's tokens route to none of an expert (else: hang)."""
-    plugin = getattr(getattr(args, "distributed_state", None), "deepspeed_plugin", None)
-    if plugin is None or getattr(plugin, "zero_stage", None) != 3:
-        return False
-    from deepspeed.utils import set_z3_leaf_modules
-
-    classes = sorted({type(m) for m in model.modules() if type(m).__name__.endswith("SparseMoeBlock")},
-                     key=lambda c: c.__name__)
-    if classes:
-        set_z3_leaf_modules(model, classes)
-    return bool(classes)
 
 
 def hf_to_vllm_weights(named_tensors: Iterator[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
@@ -103,7 +86,7 @@ def sync_weights_into_engine(llm: Any, named_tensors: Iterator[tuple[str, torch.
             if kernel is not None:
                 # vLLM runs the experts' own packing (CPU: blocked grouped-GEMM layout) only on the
                 # *first* load and skips it on a weight update, leaving unpacked weights that the CPU
-                # kernel then reads as packed (platform notes: "silently corrupts the experts").
+                # kernel then reads as packed: wrong experts, no error.
                 kernel.fused_experts.process_weights_after_loading(module)
             _keep_runtime_storage(module, old_params)
     llm.reset_prefix_cache()
@@ -119,81 +102,33 @@ def _keep_runtime_storage(module: Any, old_params: dict[str, torch.nn.Parameter]
             setattr(module, name, old)
 
 
-@contextlib.contextmanager
-def colocated_engine_options(**options: Any) -> Iterator[None]:
-    """Extra `vllm.LLM(...)` keyword arguments for the engine TRL builds in colocate mode.
+class MixtralWeightSync:
+    """Stands in for TRL's `VLLMGeneration.sync_weights` (TRL calls it before each generation round):
+    the policy's weights, under vLLM's Mixtral names, into the colocated engine or the server."""
 
-    TRL passes no `dtype`, and vLLM's "auto" downcasts float32 checkpoints to bfloat16, so on CPU
-    (where fp32 is the fast path) the engine would sample from a bf16-rounded policy (logprob gap
-    ~5e-3 on the toy model); TRL passes no `enforce_eager` either (CPU graph capture: +45 s start-up).
-    """
-    from trl.generation import vllm_generation
+    def __init__(self, generation: Any):
+        self.generation = generation
+        self._server_metadata: list[tuple[str, str, list[int]]] | None = None
 
-    original = getattr(vllm_generation, "LLM", None)  # absent when vLLM is not installed
-    if original is None:
-        yield
-        return
+    def translated(self) -> Iterator[tuple[str, torch.Tensor]]:
+        # one parameter gathered at a time (ZeRO-3): every rank must walk them all
+        return hf_to_vllm_weights(self.generation._iter_named_params())
 
-    def build(*args: Any, **kwargs: Any) -> Any:
-        return original(*args, **{**kwargs, **options})
-
-    vllm_generation.LLM = build
-    try:
-        yield
-    finally:
-        vllm_generation.LLM = original
-
-
-class MoEGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer that (a) reports non-finite losses to a guard callback, (b) keeps colocated vLLM
-    in sync with the policy for Mixtral (see module docstring), (c) builds the colocated engine in
-    the policy's dtype (eager mode on CPU)."""
-
-    def __init__(self, *args: Any, nonfinite_guard: Any = None, sync_vllm_weights: bool = True, **kwargs: Any):
-        model = kwargs.get("model", args[0] if args else None)
-        options: dict[str, Any] = {}
-        if hasattr(model, "dtype"):
-            options["dtype"] = str(model.dtype).removeprefix("torch.")
-        if not torch.cuda.is_available():
-            options["enforce_eager"] = True
-        grpo_args = kwargs.get("args")
-        colocated = getattr(grpo_args, "use_vllm", False) and getattr(grpo_args, "vllm_mode", None) == "colocate"
-        # Only a colocated engine is built here; HF generation and server mode need no vLLM installed.
-        with colocated_engine_options(**options) if colocated else contextlib.nullcontext():
-            super().__init__(*args, **kwargs)
-        self.nonfinite_guard = nonfinite_guard
-        if self.use_vllm:
-            if sync_vllm_weights:
-                self.vllm_generation.sync_weights = self._sync_vllm_weights
-            else:  # for tests and the bench: show what an engine that never syncs samples from
-                self.vllm_generation.sync_weights = lambda: None
-
-    def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        if self.nonfinite_guard is not None and not torch.isfinite(loss.detach()).all():
-            self.nonfinite_guard.trip(self.state.global_step + 1, f"loss={float(loss.detach().float().mean())}")
-        return loss
-
-    def _sync_vllm_weights(self) -> None:
-        generation = self.vllm_generation
-
-        def translated() -> Iterator[tuple[str, torch.Tensor]]:
-            # one parameter gathered at a time (ZeRO-3): every rank must walk them all
-            return hf_to_vllm_weights(generation._iter_named_params())
-
+    def __call__(self) -> None:
+        generation = self.generation
         if generation.mode == "server":
             # The server is told every tensor (name, dtype, shape) before the first one is broadcast.
-            if getattr(self, "_vllm_weight_metadata", None) is None:
-                self._vllm_weight_metadata = [(n, str(t.dtype).removeprefix("torch."), list(t.shape))
-                                              for n, t in translated()]
-            if self.accelerator.is_main_process:
-                generation.vllm_client.update_named_params(self._vllm_weight_metadata, translated())
+            if self._server_metadata is None:
+                self._server_metadata = [(n, str(t.dtype).removeprefix("torch."), list(t.shape))
+                                         for n, t in self.translated()]
+            if generation.accelerator.is_main_process:
+                generation.vllm_client.update_named_params(self._server_metadata, self.translated())
                 generation.vllm_client.reset_prefix_cache()
             else:
-                for _ in translated():
+                for _ in self.translated():
                     pass
             return
         if generation.enable_sleep_mode:  # as TRL: map the engine's weight memory before writing into it
             generation.llm.wake_up(tags=["weights"])
             generation._llm_weights_sleeping = False
-        sync_weights_into_engine(generation.llm, translated())
+        sync_weights_into_engine(generation.llm, self.translated())

@@ -31,7 +31,7 @@ mapfile -t NODES < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
 EXTRA=()
 if [ "$VLLM_SERVER_NODES" -gt 0 ]; then
   SERVER=${NODES[0]}
-  MODEL=$(.venv/bin/python -c "import sys; from moelab.config import load_config; from checkpoints_index.loading import model_source; \
+  MODEL=$(.venv/bin/python -c "import sys; from core.config import load_config; from checkpoints_index.loading import model_source; \
 print(model_source(load_config(sys.argv[1], sys.argv[2:]).model.name))" "$RECIPE" "$@")
   srun --nodes=1 --ntasks=1 -w "$SERVER" .venv/bin/trl vllm-serve --model "$MODEL" \
       --tensor-parallel-size "$GPUS_PER_NODE" --host 0.0.0.0 --port 8000 &

@@ -2,14 +2,14 @@
 
 vLLM on CPU starts in ~5 s instead of ~36 s with the engine in-process
 (VLLM_ENABLE_V1_MULTIPROCESSING=0); a 1 GiB KV cache avoids a start-up failure when
-`gpu_memory_utilization` exceeds free RAM (see README, platform notes).
+`gpu_memory_utilization` exceeds free RAM (README.md, "Platform notes").
 """
 
 import os
 
 import pytest
 
-from moelab.platform import prepare_vllm_environment
+from core.platform import prepare_vllm_environment
 
 prepare_vllm_environment()
 

@@ -12,11 +12,11 @@ import pytest
 
 from inference import aggregate_cli, plot_cli
 from inference.aggregate import COLUMNS, aggregate_samples, bootstrap_ci, read_metrics
+from inference.estimators import STRATEGIES
 from inference.plots import plot_cross_model, plot_curves
-from moelab.errors import UserError
+from core.errors import UserError
 
 MODELS = ("d512-E8-k2", "my-local-model")  # one the checkpoint index knows, one it does not
-STRATEGIES = ("pass", "majority", "best_of_n", "weighted_majority")
 
 
 def write_samples(path, num_problems=6, num_samples=8, seed=0):
@@ -147,6 +147,43 @@ def test_plot_writes_png_with_one_line_per_strategy(metrics):
         plot_cli.run(cli_args(plot_cli, [str(out), "--out", str(tmp / "f.png"), "--x", "flops"]))
 
 
+@pytest.mark.parametrize("num_samples", [32, 24])
+def test_sweep_and_aggregate_use_the_same_k_grid(tmp_path, num_samples):
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from inference.sweep import aggregate_and_plot
+
+    rows = [{"model": "m", "dataset": "toy", "setting": "T0.8", "problem_id": f"q{p}", "sample_idx": i,
+             "answer": str(i % 3), "correct": i % 3 == 0, "score": 0.5} for p in range(3) for i in range(num_samples)]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "scored.parquet")
+    recipe = SimpleNamespace(k=None, strategies=["pass"], estimator="exact", bootstrap=0, seed=0)
+    cfg = SimpleNamespace(sampling=SimpleNamespace(num_samples=num_samples), aggregate=recipe)
+    swept = aggregate_and_plot(tmp_path / "scored.parquet", tmp_path / "sweep", cfg, ["aggregate"])["metrics"]
+    aggregate_cli.run(cli_args(aggregate_cli, [str(samples), "--out", str(tmp_path / "agg.csv"),
+                                               "--strategies", "pass", "--bootstrap", "0"]))
+    grid = [r["k"] for r in read_metrics(swept)]
+    assert grid == [r["k"] for r in read_metrics(tmp_path / "agg.csv")]
+    assert grid[-1] == num_samples and grid[:5] == [1, 2, 4, 8, 16]
+
+
+def test_curves_of_two_runs_share_a_panel_by_line_style(metrics):
+    _, _, out = metrics
+    rows = [r for r in read_metrics(out) if r["model"] == MODELS[0]]
+    runs = [{**r, "run": "before GRPO"} for r in rows] + [{**r, "run": "after GRPO"} for r in rows]
+    fig = plot_curves(runs, strategies=["pass", "majority"], style_by="run")
+    (ax,) = [ax for ax in fig.axes if ax.get_visible()]
+    assert [line.get_linestyle() for line in ax.get_lines()] == ["-", "--", "-", "--"]
+    assert ax.get_legend_handles_labels()[1][:2] == ["pass@k, before GRPO", "pass@k, after GRPO"]
+    assert len(ax.collections) == 4 and ax.get_xlabel() == "samples per problem (k)"  # a CI band per line
+    with pytest.raises(UserError, match="style_by='phase'"):
+        plot_curves(runs, style_by="phase")
+
+
 def test_cross_model_plot_groups_by_active_params(metrics):
     tmp, _, out = metrics
     rows = read_metrics(out)
@@ -163,6 +200,20 @@ def test_cross_model_plot_groups_by_active_params(metrics):
     assert pdf.stat().st_size > 1000
     with pytest.raises(UserError, match="my-local-model.*--params-csv"):
         plot_cli.run(cli_args(plot_cli, [str(out), "--out", str(pdf), "--cross-model"]))
+
+
+def test_cross_model_plot_by_top_k_with_two_runs(metrics):
+    _, _, out = metrics
+    rows = read_metrics(out)
+    runs = [{**r, "run": "before GRPO"} for r in rows] + [{**r, "run": "after GRPO"} for r in rows]
+    params = {"d512-E8-k2": dict(total_params=3e8, active_params=1.01e8, top_k=2.0),
+              "my-local-model": dict(total_params=6e8, active_params=1.02e8, top_k=2.0)}
+    fig = plot_cross_model(runs, params, "total_params", "majority", [1, 4], group_by="top_k", style_by="run")
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 2 * 2 and all(len(line.get_xdata()) == 2 for line in lines)  # one top-k group, both models
+    assert [line.get_linestyle() for line in lines] == ["-", "--", "-", "--"]
+    assert fig.axes[0].get_legend_handles_labels()[1][0] == "top-2, k=1, before GRPO"
+    assert len(plot_cross_model(rows, params, "total_params", "majority", [1, 4]).axes[0].get_lines()) == 4
 
 
 def test_parquet_shards_without_model_fall_back_to_mean_logprob(tmp_path):

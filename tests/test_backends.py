@@ -15,7 +15,7 @@ import pytest
 
 from inference.backends import (GenerationRequest, OpenAIServerBackend, SamplingSettings, TransformersBackend,
                                 group_consecutive_samples, truncate_at_stop)
-from moelab.errors import UserError
+from core.errors import UserError
 
 SAMPLED = SamplingSettings(temperature=0.8, top_p=0.95, max_new_tokens=12, stop=("Question:",))
 PROMPTS = ["Question: what is 2+3?\nAnswer:", "Question: Tom has 4 apples and eats 1.\nAnswer:"]

@@ -10,7 +10,7 @@ import pytest
 
 from checkpoints_index.index import all_checkpoints, count_params, register_checkpoint, resolve
 from moelab.cli import main
-from moelab.errors import UserError
+from core.errors import UserError
 
 SHARED_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "research" / "checkpoints.csv"
 
@@ -41,7 +41,7 @@ def test_formula_matches_every_total_label_and_nominal_active_label():
         total_label, active_label = re.search(r"-([\d.]+[MB])-A([\d.]+[MB])$", info.hf_id).groups()
         value, tolerance = _label_value(total_label)
         assert abs(info.total_params - value) <= tolerance, (info.name, info.total_params, total_label)
-        # The ACTIVE label is nominal per (D, K): it ignores the router term (paper-notes.md).
+        # The ACTIVE label is nominal per (D, K): it ignores the router term (docs/study.md, "Parameter counts").
         nominal_active = info.active_params - info.num_layers * info.d_model * info.num_experts
         value, tolerance = _label_value(active_label)
         assert abs(nominal_active - value) <= tolerance, (info.name, nominal_active, active_label)

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from moelab.config import load_config
+from core.config import load_config
+from inference.aggregate import read_metrics
+from moelab.recipes import load_recipe
 from moelab.demo import run_demo
-from moelab.demo_report import metric_value, read_rows
+from moelab.demo_report import metric_value
 
 REPO = Path(__file__).resolve().parents[1]
 MEMBERS = ["toy-d64-E4-k2", "toy-d64-E8-k4"]
@@ -20,7 +22,7 @@ MEMBERS = ["toy-d64-E4-k2", "toy-d64-E8-k4"]
 def demo_run(tmp_path_factory, monkeypatch_module):
     out = tmp_path_factory.mktemp("demo")
     monkeypatch_module.setenv("MOELAB_REGISTRY", str(out / "registry.jsonl"))
-    cfg = load_config(REPO / "configs/demo/toy.yaml", [
+    cfg = load_recipe(REPO / "configs/demo/toy.yaml", [
         f"output_dir={out}", f"quick.models=[{','.join(MEMBERS)}]",
         "quick.sweep_overrides=[data.limit=16,sampling.num_samples=4,aggregate.bootstrap=200]",
         "quick.grpo_overrides=[max_steps=2,eval.limit=16,checkpoints.save_steps=100]"])
@@ -41,18 +43,18 @@ def test_demo_writes_every_artifact(demo_run):
     assert (demo_run / "report.md").stat().st_size > 500
     for path in [demo_run / "plots" / "cross_model.png", *[demo_run / "plots" / f"{m}.png" for m in MEMBERS]]:
         assert path.stat().st_size > 5_000, path
-    rows = read_rows(before)
+    rows = read_metrics(before)
     for member in MEMBERS:
         for strategy in ["pass", "majority", "best_of_n", "weighted_majority"]:
             for k in [1, 2, 4]:
                 assert metric_value(rows, member, strategy, k) is not None, (member, strategy, k)
-    assert len(read_rows(after)) == len(rows)
+    assert len(read_metrics(after)) == len(rows)
 
 
 @pytest.mark.slow
 def test_report_numbers_match_the_csvs(demo_run):
     report = (demo_run / "report.md").read_text()
-    rows = read_rows(demo_run / "before" / "metrics.csv")
+    rows = read_metrics(demo_run / "before" / "metrics.csv")
     for member in MEMBERS:
         line = next(l for l in report.splitlines() if l.startswith(f"| {member} |"))
         cells = [c.strip() for c in line.strip("|").split("|")]

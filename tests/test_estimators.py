@@ -8,8 +8,8 @@ from math import comb
 import numpy as np
 import pytest
 
-from inference.estimators import (ProblemSamples, _enumerate, best_of_n_at_k, majority_at_k, majority_exact,
-                                  pass_at_k, prefix_at_k, weighted_majority_at_k)
+from inference.estimators import (STRATEGIES, ProblemSamples, _enumerate, best_of_n_at_k, majority_at_k,
+                                  majority_exact, pass_at_k, prefix_at_k, weighted_majority_at_k)
 
 
 def random_problem(rng: np.random.Generator, n: int) -> ProblemSamples:
@@ -25,7 +25,7 @@ def random_problem(rng: np.random.Generator, n: int) -> ProblemSamples:
 def brute_force(p: ProblemSamples, k: int) -> dict[str, float]:
     """Average of each strategy over all C(n, k) subsets, ties split uniformly, in plain Python."""
     values = p.cluster_value()
-    totals = dict.fromkeys(("pass", "majority", "best_of_n", "weighted_majority"), 0.0)
+    totals = dict.fromkeys(STRATEGIES, 0.0)
     for subset in itertools.combinations(range(p.n), k):
         totals["pass"] += any(p.correct[i] for i in subset)
         voters = [i for i in subset if p.cluster[i] >= 0]

@@ -1,6 +1,6 @@
 """`moelab grpo`: recipe validation, MoE metrics, a toy run that learns, kill-and-resume, NaN stop.
 
-Plumbing tests use a tiny random Mixtral (rl.tiny); the learning test uses a toy family member.
+Plumbing tests use a tiny random Mixtral (tests/tiny_mixtral.py); the learning test uses a toy family member.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from moelab.config import load_config
-from moelab.errors import UserError
+from core.config import load_config
+from core.errors import UserError
+from moelab.recipes import load_recipe
 from rl.schema import GRPORecipe
 
 LAB = Path(__file__).resolve().parents[1]
@@ -34,7 +35,7 @@ def private_registry(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    from rl.tiny import tiny_mixtral
+    from tiny_mixtral import tiny_mixtral
 
     return tiny_mixtral(tmp_path_factory.mktemp("tiny"))
 
@@ -55,29 +56,48 @@ def run_cli(recipe: Path, overrides: list[str]) -> int:
 # ------------------------------------------------------------------------------------------ recipes
 def test_recipes_resolve_and_router_coefficient_is_required(tmp_path):
     for recipe in sorted((LAB / "configs" / "grpo").glob("*.yaml")):
-        cfg = load_config(recipe)
+        cfg = load_recipe(recipe)
         assert cfg.kind == "grpo" and cfg.moe.router_aux_loss_coef is not None, recipe.name
-    paper = load_config(LAB / "configs" / "grpo" / "paper.yaml")
+    paper = load_recipe(LAB / "configs" / "grpo" / "paper.yaml")
     assert (paper.grpo.num_generations, paper.grpo.beta, paper.grpo.epsilon, paper.max_steps) == (5, 0.001, 0.2, 420)
     assert paper.moe.router_aux_loss_coef == 0.0
     bare = tmp_path / "bare.yaml"
     bare.write_text("kind: grpo\noutput_dir: x\nmodel: {name: toy-d64-E8-k2}\ndata: {dataset: toy}\n")
     with pytest.raises(UserError, match="router_aux_loss_coef"):
-        load_config(bare)
+        load_recipe(bare)
     with pytest.raises(UserError, match="no_such_knob"):
-        load_config(TOY_RECIPE, ["grpo.no_such_knob=1"])
+        load_recipe(TOY_RECIPE, ["grpo.no_such_knob=1"])
 
 
 def test_grpo_config_carries_the_recipe_and_rejects_unknown_extras(tmp_path):
     from rl.train import build_grpo_config
 
     overrides = [f"output_dir={tmp_path}", "grpo.beta=0.04", "grpo.extra={top_entropy_quantile: 0.5}"]
-    args = build_grpo_config(load_config(TOY_RECIPE, overrides))
+    args = build_grpo_config(load_recipe(TOY_RECIPE, overrides))
     assert (args.beta, args.num_generations, args.router_aux_loss_coef) == (0.04, 8, 0.0)
     assert args.top_entropy_quantile == 0.5
-    cfg = load_config(TOY_RECIPE, [f"output_dir={tmp_path}", "grpo.extra={not_a_field: 1}"])
+    cfg = load_recipe(TOY_RECIPE, [f"output_dir={tmp_path}", "grpo.extra={not_a_field: 1}"])
     with pytest.raises(UserError, match="not_a_field"):
         build_grpo_config(cfg)
+
+
+def test_every_field_a_recipe_passes_is_a_field_of_the_installed_trl_grpo_config():
+    """A field TRL renames or drops fails here, by name, instead of vanishing from the runs."""
+    import dataclasses
+
+    import trl
+    from omegaconf import OmegaConf
+
+    from rl.schema import GRPOSection
+    from rl.train import LAB_ONLY_GRPO_FIELDS, grpo_config_kwargs
+
+    trl_fields = {f.name for f in dataclasses.fields(trl.GRPOConfig)}
+    schema_fields = {f.name for f in dataclasses.fields(GRPOSection)} - set(LAB_ONLY_GRPO_FIELDS)
+    for recipe in sorted((LAB / "configs" / "grpo").glob("*.yaml")):
+        passed = set(grpo_config_kwargs(OmegaConf.to_object(load_recipe(recipe))))
+        assert schema_fields <= passed, f"{recipe.name}: grpo fields not passed: {schema_fields - passed}"
+        assert passed <= trl_fields, f"{recipe.name}: not GRPOConfig fields in trl {trl.__version__}: " \
+                                     f"{sorted(passed - trl_fields)}"
 
 
 # ---------------------------------------------------------------------------------------- MoE metrics
@@ -166,7 +186,7 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tiny_dir, tm
     from rl.train import TrainingDiverged, train
 
     out = tmp_path / "run"
-    cfg = load_config(TOY_RECIPE, plumbing_overrides(tiny_dir, out, steps=5) + ["eval.datasets=[]"])
+    cfg = load_recipe(TOY_RECIPE, plumbing_overrides(tiny_dir, out, steps=5) + ["eval.datasets=[]"])
     with pytest.raises(TrainingDiverged, match=r"step 3.*last good checkpoint: .*checkpoint-2"):
         train(cfg, callbacks=(PoisonGradientsAfter(2),))
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]

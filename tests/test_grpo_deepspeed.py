@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    from rl.tiny import tiny_mixtral
+    from tiny_mixtral import tiny_mixtral
 
     return tiny_mixtral(tmp_path_factory.mktemp("tiny"))
 

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from moelab.errors import UserError
+from core.errors import UserError
 from rl.report import eval_changes, main, paired_change, read_verdicts
 from rl.train import eval_change_summary
 

@@ -26,7 +26,7 @@ def train_one_step(model_dir: str, out_dir, sync: bool):
     from transformers import AutoTokenizer, MixtralForCausalLM
     from trl import GRPOConfig
 
-    from rl.weight_sync import MoEGRPOTrainer
+    from rl.trainer import MoEGRPOTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.padding_side = "left"
@@ -61,7 +61,7 @@ def logprob_gap(trainer, tokenizer) -> float:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from rl.tiny import tiny_mixtral
+    from tiny_mixtral import tiny_mixtral
 
     return tiny_mixtral(tmp_path_factory.mktemp("tiny_mixtral"))
 

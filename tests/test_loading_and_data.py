@@ -7,9 +7,10 @@ import torch
 
 from checkpoints_index.index import resolve
 from checkpoints_index.loading import byte_level_tokenizer, load_checkpoint, materialize_random, model_source
-from moelab.datasets import final_boxed, gsm8k_final_answer, load_problems  # final_boxed re-exported
-from moelab.errors import UserError
-from moelab.prompts import STUDY_STOP_STRINGS, chat_prompt, format_prompt, sample_shots
+from tasks.datasets import (DATASETS, checker_task, final_boxed,  # final_boxed re-exported
+                            gsm8k_final_answer, load_problems)
+from core.errors import UserError
+from tasks.prompts import STUDY_STOP_STRINGS, chat_prompt, format_prompt, sample_shots
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def test_byte_level_tokenizer_round_trips_any_text():
 def test_gsm8k_is_shipped_and_parsed():
     test, train = load_problems("gsm8k", "test"), load_problems("gsm8k", "train")
     assert (len(test), len(train)) == (1319, 7473)
-    assert test[0]["gold"] == "18" and test[0]["solution"].endswith("#### 18")
+    assert test[0]["gold"] == "18" and test[0]["solution"].endswith("#### 18") and test[0]["task"] == "gsm8k"
     assert all(row["gold"].lstrip("-").replace(".", "").isdigit() for row in test)
     shuffled = load_problems("gsm8k", "test", limit=5, shuffle_seed=0)
     assert shuffled == load_problems("gsm8k", "test", limit=5, shuffle_seed=0) and shuffled != test[:5]
@@ -66,14 +67,39 @@ def test_gsm8k_is_shipped_and_parsed():
 
 def test_local_jsonl_and_errors(tmp_path):
     path = tmp_path / "mine.jsonl"
-    path.write_text('{"problem": "What is $1+1$?", "solution": "So \\\\boxed{2}."}\n{"question": "q", "answer": "#### 1,234"}\n')
+    path.write_text('{"problem": "What is $1+1$?", "solution": "So \\\\boxed{2}.", "task": "math500"}\n'
+                    '{"question": "q", "answer": "#### 1,234", "task": "gsm8k"}\n')
     rows = load_problems(str(path))
-    assert [r["gold"] for r in rows] == ["2", "1234"]
+    assert [(r["gold"], r["task"]) for r in rows] == [("2", "math"), ("1234", "gsm8k")]  # a dataset name -> its task
+    assert {r["task"] for r in load_problems(str(path), task="toy")} == {"toy"}  # the loader's task overrides
+    path.write_text('{"question": "q", "answer": "#### 1"}\n')
+    with pytest.raises(UserError, match=r"mine.jsonl:1: .*Add \"task\".*data.task"):
+        load_problems(str(path))  # no task anywhere: the error names both fixes
+    assert load_problems(str(path), task="gsm_plus")[0]["task"] == "gsm8k"
+    path.write_text('{"question": "q", "answer": "#### 1", "task": "chess"}\n')
+    with pytest.raises(UserError, match=r"mine.jsonl:1: 'task': unknown checker task 'chess'"):
+        load_problems(str(path))
     path.write_text('{"question": "q"}\n')
     with pytest.raises(UserError, match=r"mine.jsonl:1: .*'answer'"):
         load_problems(str(path))
     with pytest.raises(UserError, match="unknown dataset"):
         load_problems("gsm9k")
+
+
+def test_one_table_names_each_datasets_checker_task():
+    from rewards.extract import TASKS, resolve_task
+
+    assert all(d.task in TASKS for d in DATASETS.values())
+    assert {name: d.task for name, d in DATASETS.items()} == {
+        "gsm8k": "gsm8k", "gsm8k-hub": "gsm8k", "toy": "toy", "math": "math", "math500": "math",
+        "minerva_math": "math", "gsm_plus": "gsm8k", "gsm-plus": "gsm8k"}
+    assert [checker_task(t) for t in TASKS] == list(TASKS)
+    with pytest.raises(ValueError, match="checker task 'math500'.*tasks.datasets"):
+        resolve_task("math500")  # rewards knows checker tasks only; the dataset name is mapped here
+    assert {r["task"] for r in load_problems("toy", "test", num_problems=5)} == {"toy"}
+    assert {r["task"] for r in load_problems("gsm8k", "test", limit=5, task="math")} == {"math"}  # data.task
+    with pytest.raises(UserError, match="gsm_plus.*no loader.*JSONL"):
+        load_problems("gsm_plus")
 
 
 def test_answer_helpers():

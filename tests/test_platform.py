@@ -1,6 +1,6 @@
 """CPU vLLM defaults: set when missing, never over a user's value, untouched on GPU machines."""
 
-import moelab.platform as platform
+import core.platform as platform
 
 
 def test_cpu_defaults_fill_only_missing_values(monkeypatch):

@@ -10,7 +10,7 @@ from fractions import Fraction
 
 import pytest
 
-from moelab.errors import UserError
+from core.errors import UserError
 from rewards import Scorer, get_reward_funcs
 from rewards.audit import is_equiv, second_opinion
 from rewards.extract import canonical_number, extract_answer, extract_gold, find_code, last_boxed, parse_number
@@ -169,6 +169,8 @@ def test_correct_answers_share_one_cluster(scorer):
 def test_bad_arguments_are_user_errors(scorer):
     with pytest.raises(UserError):
         scorer.score("chess", ["1"], ["1"])
+    with pytest.raises(UserError, match="checker task 'math500'.*tasks.datasets"):  # a dataset, not a checker task
+        scorer.score("math500", ["1"], ["1"])
     with pytest.raises(UserError):
         scorer.score("gsm8k", ["1", "2"], ["1"])
 
@@ -187,7 +189,12 @@ def test_trl_reward_functions():
     assert accuracy(prompts=["p"], completions=["\\boxed{1}"], gold=["\\boxed{}"]) == [None]  # gold unparseable: skip
     assert fmt(prompts=["p"] * 3, completions=completions, solution=["1", "1", "#### 7"]) == [1.0, 1.0, 1.0]
     assert fmt(prompts=["p"], completions=["7"], task=["gsm8k"]) == [0.0]
-    assert fmt(prompts=["p"], completions=["\\boxed{7}"], task=["math500"]) == [1.0]
+    assert fmt(prompts=["p"], completions=["\\boxed{7}"], task=["math"]) == [1.0]
+    # the column names checker tasks; a dataset name is mapped by tasks.datasets, the layer above
+    with pytest.raises(UserError, match="reward column 'task': unknown checker task 'math500'"):
+        fmt(prompts=["p"], completions=["\\boxed{7}"], task=["math500"])
+    # without a task column (a TRL dataset built elsewhere) the gold's `####` decides: a bare number is MATH's
+    assert fmt(prompts=["p"] * 2, completions=["#### 7"] * 2, gold=["#### 7", "7"]) == [1.0, 0.0]
     lengths = [[0] * 6, [0] * 8, [0] * 11]
     assert overlong(prompts=None, completions=["a"] * 3, completion_ids=lengths) == [0.0, -0.5, -1.0]
     with pytest.raises(UserError, match="unknown reward"):

@@ -47,7 +47,6 @@ def test_read_selected_keys_and_columns(tmp_path):
     table = store.read(keys=wanted, columns=["completion"])
     assert table.column_names == ["key", "completion"]
     assert sorted(table.column("completion").to_pylist()) == ["answer 1", "answer 5"]
-    assert store.missing([rows[0]["key"], "not-a-key"]) == ["not-a-key"]
 
 
 def test_key_changes_with_everything_that_determines_a_sample():

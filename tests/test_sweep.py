@@ -22,8 +22,8 @@ from inference import sweep as sweep_module
 from inference.store import SampleStore
 from inference.sweep import load_dataset_prompts, plan_samples, run_sweep, settings_from_config
 from inference.sweep_schema import SweepConfig
-from moelab.config import load_config
-from moelab.errors import UserError
+from core.config import load_config
+from core.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -183,6 +183,7 @@ def test_weights_fingerprint_sees_one_changed_byte_in_whole_and_sampled_files(tm
         loading.weights_fingerprint(tmp_path / "nothing-here")
 
 
+@pytest.mark.slow  # two sweeps and a killed child process
 def test_sigkill_midway_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_mixtral, problems_file):
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
     killed_recipe = recipe(tmp_path, tiny_mixtral, problems_file, name="killed", sampling={"num_samples": 8})

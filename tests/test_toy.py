@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 
 from checkpoints_index.toy import cli as toy_cli
-from checkpoints_index.toy.evaluate import extract_answer, pass_at_k
-from checkpoints_index.toy.task import make_problems, split_of
-from moelab.errors import UserError
+from checkpoints_index.toy.evaluate import before_stop, count_correct
+from core.errors import UserError
+from core.stats import pass_at_k
+from tasks.datasets import load_problems
+from tasks.prompts import format_prompt
+from tasks.toy import make_problems, split_of
 
 MEMBERS = toy_cli.committed_members()
 MEMBER_IDS = [p.name for p in MEMBERS]
@@ -62,13 +65,21 @@ def test_difficulty_knobs_and_bad_arguments():
         make_problems("test", 10, min_steps=3, max_steps=2)
 
 
-def test_extraction_and_unbiased_pass_at_k():
-    assert extract_answer(" Tom starts with 3. 3 + 4 = 7.\n#### 7\nQuestion: 9 + 1") == 7
-    assert extract_answer(" it is 1,234 apples") == 1234
-    assert extract_answer(" no idea") is None
-    assert pass_at_k(8, 0, 8) == 0.0 and pass_at_k(8, 1, 8) == 1.0
-    assert pass_at_k(8, 2, 1) == pytest.approx(0.25)
-    assert pass_at_k(8, 2, 4) == pytest.approx(1 - 15 / 70)  # 1 - C(6,4)/C(8,4)
+def test_toy_rows_carry_the_toy_checker_and_equal_the_generator():
+    rows = load_problems("toy", "test", num_problems=20, seed=3)
+    assert {r["task"] for r in rows} == {"toy"}
+    assert [{k: v for k, v in r.items() if k != "task"} for r in rows] == make_problems("test", 20, seed=3)
+
+
+def test_eval_cuts_at_stop_strings_judges_with_the_lab_checker_and_unbiased_pass_at_k():
+    assert before_stop(" 3 + 4 = 7.\n#### 7\nQuestion: 9 + 1\n#### 10") == " 3 + 4 = 7.\n#### 7\n"
+    assert before_stop(" no stop here") == " no stop here"
+    problem = load_problems("toy", "test", num_problems=1)[0]
+    gold = int(problem["gold"])
+    group = [f" ... = {gold}.\n#### {gold}", f" it is {gold:,} apples", " no idea", f"#### {gold + 1}"]
+    assert count_correct([problem], [group]) == [2]  # `#### N` and the last number count; no answer, wrong do not
+    assert pass_at_k(8, [0, 1], [8]).ravel().tolist() == [0.0, 1.0]
+    assert pass_at_k(8, [2], [1, 4])[0].tolist() == pytest.approx([0.25, 1 - 15 / 70])  # 1 - C(6,4)/C(8,4)
 
 
 # --- the committed members -----------------------------------------------------------------------
@@ -91,7 +102,7 @@ def test_the_index_lists_the_family():
 
 @pytest.fixture(scope="module")
 def test_problems():
-    return make_problems("test", 50)
+    return load_problems("toy", "test", num_problems=50)
 
 
 @pytest.mark.parametrize("model_dir", MEMBERS, ids=MEMBER_IDS)
@@ -106,9 +117,10 @@ def test_member_loads_with_transformers_and_solves_problems(model_dir, test_prob
     question = test_problems[0]["question"]
     chat = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
                                          add_generation_prompt=True)
-    assert chat == prompt_of(question)  # GRPO's chat prompt and the sweeps' QA prompt are the same text
-    completions = generate(model, tokenizer, [prompt_of(p["question"]) for p in test_problems], batch_size=64)
-    solved = sum(extract_answer(c[0]) == int(p["gold"]) for c, p in zip(completions, test_problems))
+    # GRPO's chat prompt, the sweeps' QA prompt (the evaluator's) and the training prompt are the same text
+    assert chat == format_prompt(question) == prompt_of(question)
+    completions = generate(model, tokenizer, [format_prompt(p["question"]) for p in test_problems], batch_size=64)
+    solved = sum(count_correct(test_problems, completions))
     assert solved >= 5, f"{model_dir.name} solved only {solved}/50 greedily"
 
 
@@ -116,13 +128,11 @@ def test_member_loads_with_transformers_and_solves_problems(model_dir, test_prob
 def test_members_load_with_vllm_and_generate(test_problems):
     from vllm import LLM, SamplingParams
 
-    from checkpoints_index.toy.train import prompt_of
-
-    prompts = [prompt_of(p["question"]) for p in test_problems[:16]]
+    prompts = [format_prompt(p["question"]) for p in test_problems[:16]]
     for model_dir in MEMBERS:  # one engine at a time: each holds its KV cache
         llm = LLM(model=str(model_dir), dtype="float32", enforce_eager=True, seed=0)
         outputs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=96), use_tqdm=False)
-        solved = sum(extract_answer(o.outputs[0].text) == int(p["gold"]) for o, p in zip(outputs, test_problems))
+        solved = sum(count_correct(test_problems[:16], [[before_stop(o.outputs[0].text)] for o in outputs]))
         assert all(o.outputs[0].text.strip() for o in outputs)
         assert solved >= 1, f"{model_dir.name}: vLLM solved none of 16"
         del llm, outputs

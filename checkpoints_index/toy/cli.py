@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from moelab.errors import UserError
+from core.errors import UserError
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 
@@ -58,14 +58,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from checkpoints_index.toy.schema import ToyTrainConfig
-    from moelab.config import load_config
+    from core.config import load_config
 
     recipe, overrides = args.recipe, list(args.overrides)
     if recipe is not None and "=" in recipe and not Path(recipe).is_file():
         recipe, overrides = None, [recipe, *overrides]  # `moelab toy train seed=1`: no recipe given
-    cfg = load_config(path=recipe, overrides=overrides, schema=None if recipe else ToyTrainConfig)
-    if cfg.get("kind") != "toy_train":
-        raise UserError(f"{recipe}: 'kind' must be toy_train for `moelab toy train`; got {cfg.get('kind')!r}")
+    cfg = load_config(recipe, overrides, schema=ToyTrainConfig)
     from checkpoints_index.toy.train import train_family
 
     train_family(cfg)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from moelab.config import config_field, recipe
+from core.config import config_field
 
 
 @dataclass
@@ -46,7 +46,6 @@ class ToyOptimConfig:
 
 
 @dataclass
-@recipe("toy_train")
 class ToyTrainConfig:
     kind: str = config_field("toy_train", "recipe type")
     seed: int = config_field(0, "seed of data, tokenizer corpus, init and data order (same for every member)")
@@ -55,8 +54,8 @@ class ToyTrainConfig:
     output_dir: str = config_field("checkpoints_index/toy/models", "where each member's directory is written")
     vocab_size: int = config_field(400, "byte-level BPE vocabulary (digits are always single tokens)")
     threads: int = config_field(
-        1, "torch threads (0 = torch's default). 1 is robust on a shared machine (2 threads on busy cores were "
-           "30x slower from OpenMP spin-waits) and keeps float reductions, hence weights, bit-reproducible")
+        1, "torch threads (0 = torch's default). 1 is robust on a shared machine (more threads on busy cores "
+           "spin-wait in OpenMP barriers) and keeps float reductions, hence weights, bit-reproducible")
     model: ToyModelConfig = config_field(ToyModelConfig, "architecture shared by all members")
     task: ToyTaskConfig = config_field(ToyTaskConfig, "training data")
     optim: ToyOptimConfig = config_field(ToyOptimConfig, "optimizer and budget")

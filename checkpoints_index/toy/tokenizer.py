@@ -12,17 +12,9 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from tasks.prompts import CHAT_TEMPLATE
+
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
-
-# Same rendering as checkpoints_index.loading.FALLBACK_CHAT_TEMPLATE, shipped inside each member.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'user' %}Question: {{ message['content'] }}\nAnswer:"
-    "{% elif message['role'] == 'assistant' %} {{ message['content'] }}{{ eos_token }}\n\n"
-    "{% else %}{{ message['content'] }}\n\n{% endif %}"
-    "{% endfor %}"
-)
-
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 400):
     """Train the byte-level BPE on `texts`; returns a transformers `PreTrainedTokenizerFast`."""

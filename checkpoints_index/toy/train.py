@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from moelab.errors import UserError
+from core.errors import UserError
 
 MEMBER_PATTERN = re.compile(r"^E(\d+)-k(\d+)$")
 
@@ -46,7 +46,7 @@ def prompt_of(question: str) -> str:
 
 
 def training_rows(cfg: Any) -> list[dict]:
-    from checkpoints_index.toy.task import make_problems
+    from tasks.toy import make_problems
 
     task = cfg.task
     return make_problems("train", task.num_train_problems, seed=cfg.seed, min_steps=task.min_steps,
@@ -172,7 +172,7 @@ def train_family(cfg: Any) -> list[dict]:
     """Train every member of `cfg.members` in order; returns their stats (also in each training.json)."""
     import torch
 
-    from moelab.config import save_resolved_config
+    from core.config import save_resolved_config
 
     members = [parse_member(spec) for spec in cfg.members]
     if not members:

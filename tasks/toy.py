@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import random
 
-from moelab.errors import UserError
+from core.errors import UserError
 
 SPLITS = ("train", "test")
 _TEST_BUCKETS = 5  # one question in five belongs to the test split
@@ -75,6 +75,7 @@ def make_problems(split: str, num_problems: int, seed: int = 0, min_steps: int =
     """`num_problems` distinct problems of `split` ("train" or "test"), deterministic in all arguments.
 
     Rows: `id` ("toy-{split}-{seed}-{i}"), `question`, `solution` (steps, then `#### N`), `gold` (str(N)).
+    `tasks.datasets.load_problems("toy")` returns the same rows with `task: "toy"`, the checker that judges them.
     """
     if split not in SPLITS:
         raise UserError(f"toy task: split must be one of {', '.join(SPLITS)}; got {split!r}")

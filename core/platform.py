@@ -1,8 +1,9 @@
 """Environment defaults that make vLLM usable on a CPU-only machine (README, "Platform notes").
 
 Set before vLLM is imported, and inherited by every process the lab starts (accelerate workers):
-- `VLLM_ENABLE_V1_MULTIPROCESSING=0`: the engine runs in-process: start-up ~36 s -> ~5 s, and the
-  GRPO weight sync needs the engine's model in the training process;
+- `VLLM_ENABLE_V1_MULTIPROCESSING=0`: the engine runs in-process: it starts several times faster
+  (README.md, "Platform notes"), and the GRPO weight sync needs the engine's model in the training
+  process;
 - `VLLM_CPU_KVCACHE_SPACE=1` (GiB): otherwise vLLM-CPU reserves `gpu_memory_utilization` (0.92) of
   the NUMA node's RAM and refuses to start when other processes hold some of it;
 - `VLLM_CPU_OMP_THREADS_BIND=all`: use every core (the default pins the worker to one).

@@ -1,0 +1,51 @@
+"""All-or-nothing file writes: a reader, or a run resumed after SIGKILL, sees the old file or the new one.
+
+The sample store's shards, the sweep's scored table and the reward-model score cache are all
+written this way, so a killed run never leaves half a file under the final name. Steps: write
+under a dot-prefixed temporary name in the same directory (a rename is atomic only within one
+file system), fsync the file (the data is on disk before the name points to it), `os.replace`,
+fsync the directory (the rename itself survives a power cut). A writer that raises leaves the
+old file as it was and no temporary behind. Stdlib only: this is the bottom layer.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+TEMP_PREFIX = ".tmp-"  # readers skip these names; `SampleStore.remove_temporaries` deletes them
+
+
+def temporary_path(path: Path) -> Path:
+    """Where `atomic_write` puts `path` while it is being written (same directory, same suffix)."""
+    return path.with_name(f"{TEMP_PREFIX}{path.name}")
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call `write(temporary)` to produce the file, then move it to `path` durably; returns `path`.
+
+    The temporary name is fixed per target, so one writer per target is the supported use: a
+    leftover from a killed run is simply overwritten by the next one.
+    """
+    path = Path(path)
+    temp = temporary_path(path)
+    try:
+        write(temp)
+        with open(temp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+    return path
+
+
+def _fsync_directory(directory: str | Path) -> None:
+    """Make renames and new names in `directory` durable (POSIX: fsync on the directory itself)."""
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)

@@ -1,0 +1,35 @@
+"""The layers import one way: core <- rewards <- tasks <- checkpoints_index <- inference <- rl <- moelab.
+
+The contract lives in pyproject.toml (`[tool.importlinter]`) and is checked by import-linter's own
+command, so `lint-imports` by hand and this test agree. Imports inside functions count: grimp, the
+graph import-linter builds, reads every import statement of a module, not only the top-level ones.
+"""
+
+import subprocess
+import sys
+from itertools import combinations
+from pathlib import Path
+
+import grimp
+
+REPO = Path(__file__).resolve().parents[1]
+LAYERS = ["moelab", "rl", "inference", "checkpoints_index", "tasks", "rewards", "core"]
+
+
+def test_the_layers_contract_is_kept():
+    lint = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run([str(lint)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0 and "1 kept, 0 broken" in result.stdout, result.stdout[-3000:]
+
+
+def test_no_cycle_between_top_level_packages_counting_function_level_imports():
+    graph = grimp.build_graph(*LAYERS)
+    # `moelab.demo` imports `rl.launch` only inside a function: the graph must see such imports.
+    assert graph.direct_import_exists(importer="moelab.demo", imported="rl.launch")
+    cycles = [(a, b) for a, b in combinations(LAYERS, 2)
+              if graph.direct_import_exists(importer=a, imported=b, as_packages=True)
+              and graph.direct_import_exists(importer=b, imported=a, as_packages=True)]
+    assert cycles == []
+    upward = [(low, high) for i, high in enumerate(LAYERS) for low in LAYERS[i + 1:]
+              if graph.direct_import_exists(importer=low, imported=high, as_packages=True)]
+    assert upward == []
