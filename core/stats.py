@@ -1,8 +1,8 @@
 """Statistics every layer may need: the unbiased pass@k estimator.
 
 It lives in `core`, below everything, because it is a statistic, not a job: the sweeps' aggregation
-(`inference.estimators`, `inference.aggregate`) and the toy family's evaluator
-(`checkpoints_index.toy.evaluate`, a layer below inference) compute the same pass@k with it.
+(`inference.estimators`, `inference.aggregate`) and the toy family's evaluator (`inference.toy_eval`)
+compute the same pass@k with it.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from core.platform import prepare_vllm_environment
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "checkpoints": ("checkpoints_index.cli", "list, filter, show and materialize the indexed checkpoints"),
     "config": ("moelab.config_cli", "print a recipe merged with key=value overrides and validated"),
-    "toy": ("checkpoints_index.toy.cli", "train and evaluate the toy MoE sparsity family"),
+    "toy": ("moelab.toy_cli", "train and evaluate the toy MoE sparsity family"),
     "score": ("rewards.cli", "score completions (JSONL) against gold answers: status, reward, pred, cluster"),
     "sweep": ("inference.sweep_cli", "test-time compute sweep: generate, score, aggregate and plot"),
     "aggregate": ("inference.aggregate_cli", "pass@k, majority@k, best-of-n, weighted vote with bootstrap CIs"),

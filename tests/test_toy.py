@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from checkpoints_index.toy import cli as toy_cli
-from checkpoints_index.toy.evaluate import before_stop, count_correct
 from core.errors import UserError
+from inference.backends import truncate_at_stop
+from inference.toy_eval import count_correct, generate
+from moelab import toy_cli
 from core.stats import pass_at_k
 from tasks.datasets import load_problems
-from tasks.prompts import format_prompt
+from tasks.prompts import STUDY_STOP_STRINGS, format_prompt
 from tasks.toy import make_problems, split_of
 
 MEMBERS = toy_cli.committed_members()
@@ -72,6 +73,9 @@ def test_toy_rows_carry_the_toy_checker_and_equal_the_generator():
 
 
 def test_eval_cuts_at_stop_strings_judges_with_the_lab_checker_and_unbiased_pass_at_k():
+    def before_stop(text):
+        return truncate_at_stop(text, STUDY_STOP_STRINGS)[0]
+
     assert before_stop(" 3 + 4 = 7.\n#### 7\nQuestion: 9 + 1\n#### 10") == " 3 + 4 = 7.\n#### 7\n"
     assert before_stop(" no stop here") == " no stop here"
     problem = load_problems("toy", "test", num_problems=1)[0]
@@ -107,21 +111,22 @@ def test_problems():
 
 @pytest.mark.parametrize("model_dir", MEMBERS, ids=MEMBER_IDS)
 def test_member_loads_with_transformers_and_solves_problems(model_dir, test_problems):
-    from transformers import AutoTokenizer, MixtralForCausalLM
+    from transformers import AutoTokenizer
 
-    from checkpoints_index.toy.evaluate import generate
     from checkpoints_index.toy.train import prompt_of
+    from inference.backends import make_backend
 
-    model = MixtralForCausalLM.from_pretrained(model_dir, dtype="float32").eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     question = test_problems[0]["question"]
     chat = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
                                          add_generation_prompt=True)
     # GRPO's chat prompt, the sweeps' QA prompt (the evaluator's) and the training prompt are the same text
     assert chat == format_prompt(question) == prompt_of(question)
-    completions = generate(model, tokenizer, [format_prompt(p["question"]) for p in test_problems], batch_size=64)
-    solved = sum(count_correct(test_problems, completions))
-    assert solved >= 5, f"{model_dir.name} solved only {solved}/50 greedily"
+    problems = test_problems[:8]
+    backend = make_backend("hf", str(model_dir), dtype="float32")
+    completions = generate(backend, [format_prompt(p["question"]) for p in problems])
+    solved = sum(count_correct(problems, completions))
+    assert solved >= 2, f"{model_dir.name} solved only {solved}/8 greedily"  # every member's greedy is > 50%
 
 
 @pytest.mark.slow
@@ -132,7 +137,8 @@ def test_members_load_with_vllm_and_generate(test_problems):
     for model_dir in MEMBERS:  # one engine at a time: each holds its KV cache
         llm = LLM(model=str(model_dir), dtype="float32", enforce_eager=True, seed=0)
         outputs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=96), use_tqdm=False)
-        solved = sum(count_correct(test_problems[:16], [[before_stop(o.outputs[0].text)] for o in outputs]))
+        solved = sum(count_correct(test_problems[:16], [[truncate_at_stop(o.outputs[0].text, STUDY_STOP_STRINGS)[0]]
+                                                        for o in outputs]))
         assert all(o.outputs[0].text.strip() for o in outputs)
         assert solved >= 1, f"{model_dir.name}: vLLM solved none of 16"
         del llm, outputs
@@ -149,6 +155,7 @@ def _train(tmp_path: Path, name: str) -> Path:
     return tmp_path / name / "toy-d64-E4-k2"
 
 
+@pytest.mark.slow  # trains twice
 def test_tiny_training_is_bit_reproducible_from_the_seed(tmp_path):
     first, second = _train(tmp_path, "a"), _train(tmp_path, "b")
     assert (first / "model.safetensors").read_bytes() == (second / "model.safetensors").read_bytes()
@@ -169,10 +176,42 @@ def test_train_rejects_bad_members_and_keys(tmp_path):
         toy_cli.run(argparse.Namespace(toy_command="train", recipe=None, overrides=["optim.nope=1"]))
 
 
+class RecordingBackend:
+    """Stands in for an engine to check the requests the evaluator makes (no model: a unit test)."""
+
+    def __init__(self):
+        self.requests = []
+
+    def generate(self, requests):
+        from inference.backends import GenerationResult
+
+        self.requests.extend(requests)
+        return [GenerationResult(r, f"#### {r.seed}", 2, None, "stop") for r in requests]
+
+
+def test_the_evaluator_seeds_each_sample_and_stops_like_the_sweeps():
+    backend = RecordingBackend()
+    texts = generate(backend, ["p0", "p1"], num_samples=3, temperature=0.8, seed=1)
+    assert texts == [["#### 1000000", "#### 1000001", "#### 1000002"], ["#### 1000003", "#### 1000004", "#### 1000005"]]
+    assert {r.sampling.stop for r in backend.requests} == {tuple(STUDY_STOP_STRINGS)}
+    greedy = RecordingBackend()
+    generate(greedy, ["p0"])
+    assert greedy.requests[0].sampling.greedy and len(greedy.requests) == 1
+
+
+@pytest.mark.slow
 def test_eval_command_writes_the_table(tmp_path):
     args = argparse.Namespace(toy_command="eval", models=MEMBERS[:1], num_problems=16, samples=8, temperature=0.8,
-                              seed=0, max_steps=3, max_operand=30, threads=1, out=tmp_path)
+                              seed=0, max_steps=3, max_operand=30, backend="vllm", threads=1, out=tmp_path)
     assert toy_cli.run(args) == 0
     rows = (tmp_path / "toy_eval.csv").read_text().splitlines()
     assert rows[0].startswith("member,num_experts,top_k,total_params,active_params") and len(rows) == 2
     assert MEMBERS[0].name in (tmp_path / "toy_eval.md").read_text()
+
+
+def test_the_readme_table_is_the_committed_measurement():
+    readme = (Path(__file__).parents[1] / "checkpoints_index" / "toy" / "README.md").read_text()
+    measured = (Path(__file__).parents[1] / "docs" / "results" / "toy-family" / "toy_eval.md").read_text()
+    assert measured.strip() in readme
+    rows = (Path(__file__).parents[1] / "docs" / "results" / "toy-family" / "toy_eval.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(MEMBERS) and all(f"{100 * float(r.split(',')[6]):.1f}%" in measured for r in rows[1:])

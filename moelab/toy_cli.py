@@ -1,5 +1,8 @@
 """`moelab toy train|eval`: rebuild and measure the toy sparsity family. Cheap to import (no torch).
 
+In the application layer because it drives two layers: training (`checkpoints_index.toy.train`) and
+measuring through the lab's generation and scoring (`inference.toy_eval`).
+
     moelab toy train [RECIPE.yaml] [key=value ...]   # default recipe: configs/toy/train.yaml's values
     moelab toy eval [--models DIR ...] [--num-problems 500] [--samples 8] [--temperature 0.8] [--out DIR]
 """
@@ -9,9 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from checkpoints_index.index import TOY_MODELS_DIR as MODELS_DIR
 from core.errors import UserError
-
-MODELS_DIR = Path(__file__).resolve().parent / "models"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--seed", type=int, default=0, help="test split seed and sampling seed")
     evaluate.add_argument("--max-steps", type=int, default=3, help="task difficulty: most steps (as trained)")
     evaluate.add_argument("--max-operand", type=int, default=30, help="task difficulty: largest operand")
-    evaluate.add_argument("--threads", type=int, default=1, help="torch threads (1 is robust on shared cores)")
+    evaluate.add_argument("--backend", choices=["vllm", "hf"], default="vllm",
+                          help="generation backend (default vllm, as the sweeps)")
+    evaluate.add_argument("--threads", type=int, default=1, help="hf backend: torch threads (1 is robust on shared "
+                                                                 "cores)")
     evaluate.add_argument("--out", type=Path, default=Path("outputs/toy_eval"), help="output directory")
     parser.set_defaults(toy_parser=parser)
 
@@ -75,14 +80,14 @@ def _eval(args: argparse.Namespace) -> int:
     for model_dir in model_dirs:
         if not (Path(model_dir) / "config.json").is_file():
             raise UserError(f"--models: {model_dir} has no config.json")
-    import torch
+    from inference.toy_eval import evaluate_family
 
-    from checkpoints_index.toy.evaluate import evaluate_family
+    if args.backend == "hf" and args.threads:
+        import torch
 
-    if args.threads:
         torch.set_num_threads(args.threads)
     evaluate_family(model_dirs, args.out, num_problems=args.num_problems, seed=args.seed,
                     num_samples=args.samples, temperature=args.temperature, max_steps=args.max_steps,
-                    max_operand=args.max_operand)
+                    max_operand=args.max_operand, backend=args.backend)
     print(f"wrote {args.out / 'toy_eval.md'} and {args.out / 'toy_eval.csv'}")
     return 0
