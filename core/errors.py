@@ -31,7 +31,9 @@ def exit_status(job: Callable[[], int | None]) -> int:
     except UserError as err:
         if debug_enabled():
             cause: BaseException | None = err
-            while cause is not None:  # un-hide what `from None` suppressed, all the way down
+            seen: set[int] = set()
+            while cause is not None and id(cause) not in seen:  # un-hide what `from None` suppressed
+                seen.add(id(cause))
                 cause.__suppress_context__ = False
                 cause = cause.__cause__ or cause.__context__
             traceback.print_exception(err)

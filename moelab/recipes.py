@@ -26,9 +26,9 @@ RECIPES: dict[str, str] = {
 
 def schema_for(kind: object, source: str = "recipe") -> type:
     """The schema class of a recipe kind; an unknown kind is one `UserError` naming the known ones."""
-    if kind not in RECIPES:
+    if not isinstance(kind, str) or kind not in RECIPES:
         raise UserError(f"{source}: key 'kind' must name a recipe type ({', '.join(sorted(RECIPES))}); got {kind!r}")
-    module, name = RECIPES[str(kind)].split(":")
+    module, name = RECIPES[kind].split(":")
     return getattr(importlib.import_module(module), name)
 
 

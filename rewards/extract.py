@@ -6,14 +6,14 @@ never call math-verify or sympy, which may hang (those run in `rewards.worker` p
 
 Extraction rules per task (first rule that matches wins; the reasons are in rewards/README.md):
 
-- `gsm8k` / `toy` (flexible): code (only with `execute_code`, see `find_code`) -> a `#### N` or
-  `The answer is N` written after the last box -> the boxed answer (`final_boxed`) -> first
-  `#### N` -> first `The answer is N` -> first `Answer: N` / `A: N` -> last number.
+- `gsm8k` / `toy` (flexible): code (only with `execute_code`, see `find_code`) -> a `#### N`
+  written after the last box -> the last box (one number, never joined) -> first `#### N` -> first
+  `The answer is N` -> first `Answer: N` / `A: N` -> last number.
   Numbers lose `$`, thousands separators and trailing units (`$1,234.50 per week` -> `1234.50`).
 - `gsm8k` with `strict=True`: the study's rule (large_language_monkeys' GSM8K scorer): the first
   match of `####`, `Answer:` or `The answer is` followed by a number, else no answer.
-- `math`: a Minerva `Final Answer: The final answer is X. I hope it is correct.` or a stated value
-  `The (final) answer is $X$` written after the last box -> the boxed answer (`final_boxed`: the
+- `math`: a Minerva `Final Answer: The final answer is X. I hope it is correct.` or `The final
+  answer is $X$` written after the last box -> the boxed answer (`final_boxed`: the
   last `\\boxed{}` / `\\fbox{}` joined with the boxes of the same answer before it, as math-verify
   joins them) -> Minerva's line -> `The (final) answer is X` -> the completion's tail, handed
   whole to math-verify's own extraction (what the study's GRPO reward did with `parse(response)`).
@@ -47,9 +47,9 @@ _ANSWER_COLON_RE = re.compile(r"(?:^|\n|\s)(?:Answer|A)\s*:\s*(" + _NUMBER + ")"
 _ANY_NUMBER_RE = re.compile(_NUMBER)
 _MINERVA_RE = re.compile(r"Final Answer: The final answer is (.{0,2000}?)\. I hope it is correct", re.DOTALL)
 _FINAL_ANSWER_IS_RE = re.compile(r"(?:final answer|answer) is[:\s]*([^\n]{1,1000})", re.IGNORECASE)
-# After the last box only a stated *value* overrides it: `$...$` or a number, not "the answer is correct".
-_FINAL_MATH_ANSWER_RE = re.compile(
-    r"(?:final answer|answer) is[:\s]*(\$[^$\n]{1,1000}\$|-?\d[\d,]*(?:\.\d+)?)(?![\d\w])", re.IGNORECASE)
+# After the last box only an explicit final answer in math delimiters overrides it ("The final answer
+# is $10,455$"): a bare number would be cut (`3/4` -> 3) and "the answer is 6 * 7" is working, not an answer.
+_FINAL_MATH_ANSWER_RE = re.compile(r"final answer is[:\s]*(\$[^$\n]{1,1000}\$)", re.IGNORECASE)
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
 
 # Longest answer handed to math-verify, and the tail of a completion parsed when nothing else matches:
@@ -83,9 +83,11 @@ _MAX_JOINED_BOXES = 8  # a run of boxes longer than this keeps its last 8 (math-
 # label; a hedge (`\boxed{5}, or maybe \boxed{6}`) is thus one answer, {5, 6}; anything else
 # ("\boxed{5}. Then we get \boxed{6}") separates an intermediate value.
 _SPACING_RE = re.compile(r"\\(?:quad|qquad|[,;:! ])|~|\\text\s*\{\s*([^{}]*?)\s*\}|\$|\\[\[\]()]")
-_CONNECTOR_RE = re.compile(r"\s*(?:(?:[A-Za-z]+\s+){0,2}?(?:,|;|,?\s*\b(?:and|or)\b)\s*"
-                           r"(?:(?!(?:then|so|thus|hence|finally|therefore)\b)[A-Za-z]+\s+)?)?"  # `or maybe \boxed`
-                           r"(?:[A-Za-z](?:_\{?\w+\}?)?\s*=\s*)?", re.IGNORECASE)  # `... and y_2 = \boxed{}`
+_CONNECTOR_RE = re.compile(r" ?(?:(?:[A-Za-z]+ ){0,2}?(?:,|;|,? ?\b(?:and|or)\b) ?"
+                           r"(?:(?!(?:then|so|thus|hence|finally|therefore|rather|actually|instead|wait|no|sorry|"
+                           r"better|correction)\b)[A-Za-z]+ )?)?"  # `or maybe \boxed`, not `or rather \boxed`
+                           r"(?:[A-Za-z](?:_\{?\w+\}?)? ?= ?)?", re.IGNORECASE)  # `... and y_2 = \boxed{}`
+_MAX_CONNECTOR_GAP = 200  # longer text between two boxes is prose, never a connector (and keeps the check linear)
 _MATH_DELIMITER_RE = re.compile(r"(?<!\\)\$\$|(?<!\\)\$|\\\[|\\\]|\\\(|\\\)")
 
 
@@ -135,8 +137,8 @@ def _math_environment_of(text: str, positions: list[int]) -> list[int | None]:
         elif opened is not None and token == kind:
             spans.append((opened, match.start()))
             opened = None
-    if opened is not None:
-        spans.append((opened, len(text)))  # an environment left open runs to the end (a truncated answer)
+    # An environment left open is no environment: in GSM8K-style prose a lone currency `$` would
+    # otherwise swallow every box after it.
     starts = [lo for lo, _ in spans]
     found = []
     for position in positions:
@@ -164,7 +166,9 @@ def final_boxed(text: str) -> str | None:
             break
         gap = text[boxes[k][1]:boxes[k + 1][0]]
         same_environment = environments[k] is not None and environments[k] == environments[k + 1]
-        connector = _CONNECTOR_RE.fullmatch(_SPACING_RE.sub(lambda m: f" {m.group(1) or ''} ", gap)) is not None
+        words = "".join(w + " " for w in _SPACING_RE.sub(lambda m: f" {m.group(1) or ''} ",
+                                                           gap[:_MAX_CONNECTOR_GAP + 1]).split())
+        connector = len(gap) <= _MAX_CONNECTOR_GAP and _CONNECTOR_RE.fullmatch(words) is not None
         if not (same_environment or connector):
             break
         run.insert(0, boxes[k])
@@ -238,9 +242,10 @@ def canonical_number(value: Fraction) -> str:
 # Spacing macros are noise; `\\` (a matrix or vector row break) is not: the alternation takes a `\\`
 # pair first, so `1 \\ 2` keeps both backslashes (removing `\ ` from it would merge the rows).
 _LATEX_NOISE = re.compile(r"\\\\|\\left|\\right|\\displaystyle|\\[!,;: ]")
-# Thousands written with a thin space or a braced comma (MATH's `32,\! 349`, `10{,}000`, `1\,000`):
+# Thousands written MATH's way, a comma and a negative thin space (`32,\! 349`), or a braced comma
+# (`10{,}000`); `1\,000` becomes `1000` with the other spacing macros. Not `1,\,100`: that is a list.
 # the separator goes, so the number stays one number instead of the set {32, 349}.
-_THIN_THOUSANDS_RE = re.compile(r"(?<=\d)(?:,\\!\s*|\{,\}|\\[,!]\s*|,\\,\s*)(?=\d{3}(?!\d))")
+_THIN_THOUSANDS_RE = re.compile(r"(?<=\d)(?:,\\!\s*|\{,\})(?=\d{3}(?!\d))")
 
 
 def normalize_answer(answer: str) -> str:
@@ -309,12 +314,12 @@ def extract_answer(task: str, completion: str, strict: bool = False, execute_cod
 
 def _extract_gsm8k(completion: str) -> Extraction:
     boxes = _balanced_boxes(completion)
-    after_box = _stated_after(completion, boxes, (("####", _HASHES_RE), ("answer is", _ANSWER_IS_RE)))
+    after_box = _stated_after(completion, boxes, (("####", _HASHES_RE),))
     if after_box is not None:
         number = clean_number(after_box[1].group(1))
         if number is not None:
             return Extraction(pred=number, source=after_box[0])
-    boxed = final_boxed(completion) if boxes else None
+    boxed = boxes[-1][2] if boxes else None  # one number: the last box (GSM8K prose is full of currency `$`)
     if boxed is not None:
         number = _only_number(boxed)
         return Extraction(pred=number if number is not None else normalize_answer(boxed)[:MAX_ANSWER_CHARS],
@@ -363,7 +368,7 @@ def _only_number(text: str) -> str | None:
 
 def _extract_math(completion: str) -> Extraction:
     boxes = _balanced_boxes(completion)
-    after_box = _stated_after(completion, boxes, (("minerva", _MINERVA_RE), ("answer is", _FINAL_MATH_ANSWER_RE)))
+    after_box = _stated_after(completion, boxes, (("minerva", _MINERVA_RE), ("final answer", _FINAL_MATH_ANSWER_RE)))
     if after_box is not None:
         answer = normalize_answer(after_box[1].group(1))
         if answer:

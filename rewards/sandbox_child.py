@@ -101,7 +101,8 @@ def _limit(cpu_s: int, memory_mb: int) -> None:
 
 def _audit(event: str, args: tuple) -> None:
     if event == "sys._getframe":
-        # sympy's lambdify (and so nsolve) inspect their own frames; the sandbox's frames stay out of reach
+        # sympy's lambdify (and so nsolve) inspect their own frames. Only a direct grab of the sandbox's
+        # frames is refused: `f_back` and tracebacks still reach them (not a boundary: rewards/README.md)
         frame = args[0] if args else None
         if getattr(getattr(frame, "f_code", None), "co_filename", __file__) == __file__:
             raise PermissionError("sandbox: sys._getframe into the sandbox is not allowed")
