@@ -99,6 +99,8 @@ def load_dataset_prompts(cfg: Any) -> list[DatasetPrompts]:
         if len(tasks) > 1:
             raise UserError(f"dataset '{name}': its rows name several checker tasks ({', '.join(tasks)}); a sweep "
                             f"scores a dataset with one: split the file, or set data.task")
+        if not tasks:
+            raise UserError(f"dataset '{name}' (split {d.split!r}) has no problems")
         task = tasks[0]
         shots = []
         if d.num_shots > 0:

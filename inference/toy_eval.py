@@ -59,17 +59,13 @@ def count_correct(problems: list[dict], completions: list[list[str]]) -> list[in
     return counts
 
 
-def member_params(model_dir: Path) -> tuple[int, int]:
-    """(total, active) parameters: from `training.json`, else counted from the weights' shapes (active
-    drops the (E - k) experts a token does not use, in every layer)."""
-    training_file = model_dir / "training.json"
-    if training_file.is_file():
-        training = json.loads(training_file.read_text())
-        if "total_params" in training and "active_params" in training:
-            return int(training["total_params"]), int(training["active_params"])
+def member_params(model_dir: Path, config: dict, training: dict) -> tuple[int, int]:
+    """(total, active) parameters: from `training.json` (`training`), else counted from the weights'
+    shapes (active drops the (E - k) experts a token does not use, in every layer)."""
+    if "total_params" in training and "active_params" in training:
+        return int(training["total_params"]), int(training["active_params"])
     from safetensors import safe_open
 
-    config = json.loads((model_dir / "config.json").read_text())
     total = expert = 0
     for weights in sorted(model_dir.glob("*.safetensors")):
         with safe_open(str(weights), framework="numpy") as handle:
@@ -100,10 +96,10 @@ def evaluate_member(model_dir: str | Path, problems: list[dict], *, num_samples:
     finally:
         engine.close()
     pass_at = pass_at_k(num_samples, count_correct(problems, samples), [1, 8]).mean(axis=0)
-    total, active = member_params(model_dir)
     config = json.loads((model_dir / "config.json").read_text())
     training_file = model_dir / "training.json"
     training = json.loads(training_file.read_text()) if training_file.is_file() else {}
+    total, active = member_params(model_dir, config, training)
     n = len(problems)
     return {"member": model_dir.name, "num_experts": config["num_local_experts"],
             "top_k": config["num_experts_per_tok"], "total_params": total, "active_params": active,

@@ -243,8 +243,8 @@ def canonical_number(value: Fraction) -> str:
 # pair first, so `1 \\ 2` keeps both backslashes (removing `\ ` from it would merge the rows).
 _LATEX_NOISE = re.compile(r"\\\\|\\left|\\right|\\displaystyle|\\[!,;: ]")
 # Thousands written MATH's way, a comma and a negative thin space (`32,\! 349`), or a braced comma
-# (`10{,}000`); `1\,000` becomes `1000` with the other spacing macros. Not `1,\,100`: that is a list.
-# the separator goes, so the number stays one number instead of the set {32, 349}.
+# (`10{,}000`): the separator goes, so the number stays one number instead of the set {32, 349}.
+# `1\,000` becomes `1000` with the other spacing macros. Not `1,\,100`: that is a list.
 _THIN_THOUSANDS_RE = re.compile(r"(?<=\d)(?:,\\!\s*|\{,\})(?=\d{3}(?!\d))")
 
 

@@ -16,6 +16,7 @@ rewards/README.md, "Sandbox").
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -57,8 +58,10 @@ def libraries_used(code: str) -> list[str]:
     return sorted(names & set(LIBRARIES))
 
 
-def _library_paths(libraries: list[str]) -> list[str]:
-    """The folders that hold the libraries in the lab's environment (site-packages, usually one)."""
+@functools.lru_cache(maxsize=None)
+def _library_paths(libraries: tuple[str, ...]) -> tuple[str, ...]:
+    """The folders that hold the libraries in the lab's environment (site-packages, usually one);
+    looked up once per worker, not once per program."""
     paths = []
     for library in libraries:
         for module in {m.split(".")[0] for m in LIBRARIES[library]}:
@@ -67,12 +70,16 @@ def _library_paths(libraries: list[str]) -> list[str]:
                 folder = str(Path(next(iter(spec.submodule_search_locations))).parent)
                 if folder not in paths:
                     paths.append(folder)
-    return paths
+    return tuple(paths)
 
 
 def deadline_for(code: str, timeout_s: float) -> float:
     """Wall-clock seconds `run_code` may take for this program (its limit plus library imports)."""
-    return timeout_s + 0.5 + (LIBRARY_IMPORT_S if libraries_used(code) else 0.0)
+    return _deadline(timeout_s, libraries_used(code))
+
+
+def _deadline(timeout_s: float, libraries: list[str]) -> float:
+    return timeout_s + 0.5 + (LIBRARY_IMPORT_S if libraries else 0.0)
 
 
 @dataclass(frozen=True)
@@ -93,13 +100,13 @@ def run_code(code: str, timeout_s: float = 3.0, memory_mb: int = 512) -> CodeRes
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
            **_THREAD_ENV, **{k: os.environ[k] for k in _PASSED_ENV if k in os.environ}}
     command = [sys.executable, "-I", "-S", str(CHILD), str(cpu_s), str(memory_mb),
-               ",".join(dict.fromkeys(modules)), os.pathsep.join(_library_paths(libraries))]
+               ",".join(dict.fromkeys(modules)), os.pathsep.join(_library_paths(tuple(libraries)))]
     try:
         process = subprocess.Popen(command,
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                    cwd=workdir, env=env, close_fds=True)
         try:
-            out, _ = process.communicate(code.encode("utf-8", "replace"), timeout=deadline_for(code, timeout_s))
+            out, _ = process.communicate(code.encode("utf-8", "replace"), timeout=_deadline(timeout_s, libraries))
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

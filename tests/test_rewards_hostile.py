@@ -109,8 +109,12 @@ HOSTILE_BODIES = {  # bodies of `simple_math_problem()`, one statement per list 
                                        "sys.path.insert(0, os.path.dirname(os.path.dirname(sympy.__file__)))",
                                        "import torch", "return 7"],
 }
-HOSTILE_CODE = {name: "def simple_math_problem():\n" + "".join(f"    {line}\n" for line in body)
-                for name, body in HOSTILE_BODIES.items()}
+def as_function(body: list[str]) -> str:
+    """`body` as the TinyGSM answer convention: `def simple_math_problem(): ...`."""
+    return "def simple_math_problem():\n" + "".join(f"    {line}\n" for line in body)
+
+
+HOSTILE_CODE = {name: as_function(body) for name, body in HOSTILE_BODIES.items()}
 
 
 @pytest.mark.parametrize("name", list(HOSTILE_CODE))
@@ -141,7 +145,7 @@ NOT_THE_ANSWER = {  # programs that answer something, but never 7
 
 @pytest.mark.parametrize("name", list(NOT_THE_ANSWER))
 def test_answers_that_are_not_the_gold_never_score_correct(scorer, name):
-    code = "def simple_math_problem():\n" + "".join(f"    {line}\n" for line in NOT_THE_ANSWER[name])
+    code = as_function(NOT_THE_ANSWER[name])
     for task, gold in (("gsm8k", "#### 7"), ("math", "7")):
         verdict = scorer.score(task, [gold], [code], execute_code=True)[0]
         assert verdict.status in {"wrong", "no_answer"}, (task, verdict)
