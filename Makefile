@@ -54,6 +54,10 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	# `import transformers` on CPU ("operator torchvision::nms does not exist"); the lab needs none of
 	# them, and triton is unused on CPU.
 	if [ "$(EXTRA)" = "cpu" ]; then $(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton || true; fi
+	# The study's Minerva `is_equiv` (rule=study) needs sympy's LaTeX parser, which demands antlr4 4.11;
+	# math-verify parses worse with 4.11 than with the 4.13 it gets above (rewards/README.md). 4.11 lives
+	# apart, put first on the path of the study-rule checker processes only.
+	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(VENV)/antlr4-4.11 antlr4-python3-runtime==4.11.0
 	$(BIN)/python -c "import moelab, rl, inference, checkpoints_index, tasks, rewards, core"
 	rm -f $(VENV)/.moelab-installed $(VENV)/.moelab-installed-*
 	touch $(STAMP)
