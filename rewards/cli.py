@@ -2,6 +2,7 @@
 
     moelab score --task gsm8k --in samples.jsonl --out scored.jsonl execute_code=true deadline_s=3
     moelab score --task math --in samples.jsonl --out scored.jsonl --audit
+    moelab score --task gsm8k --in samples.jsonl --out scored.jsonl rule=study   # the study's TTC verdicts
 
 `--task` is a checker task, never a dataset name: the input is a file of completions, which does not
 say its dataset, and this layer sits below the datasets table (`tasks.datasets.DATASETS`), so
@@ -9,7 +10,9 @@ MATH-500 completions are scored with `--task math`.
 
 Each input row holds at least `completion` and `gold` (field names configurable); other fields
 pass through. Each output row adds `status`, `reward` (1.0 iff correct), `pred`, `cluster` (and
-`detail` when there is something to say). Rows keep their order; a line that is not JSON, or a
+`detail` when there is something to say), `rule`, and what `moelab aggregate` reads: `answer` (the
+vote key), `correct`, `problem_id` and `sample_idx` (kept when the input has them, else the order
+within the problem), so `moelab score ... && moelab aggregate OUT.jsonl` works on the same file. Rows keep their order; a line that is not JSON, or a
 row missing a field, is reported on stderr with its line number and scored `error`.
 `--audit` also runs the independent checker (`rewards.audit`) and writes the disagreements.
 """
@@ -34,6 +37,9 @@ class ScoreOptions:
 
     execute_code: bool = config_field(False, "execute `simple_math_problem()` / <llm-code> answers in the sandbox "
                                       "(the study did, for the released checkpoints' GSM8K answers)")
+    rule: str = config_field("lab", "whose verdict (rewards/rules.py): lab, study (the study's TTC evaluator), "
+                             "study_grpo (the study's GRPO reward); the study's rules read their gold from the raw "
+                             "solution when the gold field holds one")
     strict: bool = config_field(False, "GSM8K: the study's strict rule (first `####`/`Answer:`/`The answer is` "
                                 "followed by a number, else no answer) instead of the flexible extraction")
     deadline_s: float = config_field(5.0, "hard per-verdict deadline in seconds (the checker is killed past it)")
@@ -111,16 +117,23 @@ def run(args: argparse.Namespace) -> int:
         with Scorer(num_workers=options.num_workers or None, deadline_s=options.deadline_s,
                     code_timeout_s=options.code_timeout_s) as scorer:
             verdicts = scorer.score(args.task, golds, completions, ids, execute_code=options.execute_code,
-                                    strict=options.strict, progress=progress)
+                                    strict=options.strict, rule=options.rule, progress=progress)
 
     by_row: dict[int, Verdict] = dict(zip(good, verdicts))
     counts: Counter[str] = Counter()
+    seen: Counter[str] = Counter()  # sample_idx by order within a problem, where the input has none
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("w", encoding="utf-8") as out:
         for i, row in enumerate(rows):
             verdict = by_row.get(i) or Verdict("error", 0.0, None, None, problems[i])
             record = {k: v for k, v in (row or {"line": _line_of(problems[i])}).items() if k != "_line"}
             record.update(status=verdict.status, reward=verdict.reward, pred=verdict.pred, cluster=verdict.cluster)
+            # `moelab aggregate` input as well: answer (the vote key), correct, problem_id, sample_idx
+            problem = str(record.get(options.problem_id_field, "gold:" + str(record.get(options.gold_field))))
+            record.setdefault("problem_id", problem)
+            record.setdefault("sample_idx", seen[problem])
+            seen[problem] += 1
+            record.update(answer=verdict.cluster, correct=verdict.status == "correct", rule=options.rule)
             if verdict.detail:
                 record["detail"] = verdict.detail
             counts[verdict.status] += 1

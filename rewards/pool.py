@@ -34,10 +34,26 @@ START_TIMEOUT_S = 60.0
 MAX_START_FAILURES = 3
 
 
+# antlr4 4.11, apart from the environment's 4.13 (installed by the Makefile): sympy's `parse_latex`, which the
+# study's Minerva `is_equiv` calls, demands 4.11, and math-verify parses worse with it (rewards/README.md).
+ANTLR411_DIR = Path(os.environ.get("MOELAB_ANTLR411_DIR", str(Path(sys.prefix) / "antlr4-4.11")))
+
+
+def antlr411_path() -> str:
+    """The antlr4 4.11 folder the study-rule checkers put first on their path; a UserError when missing."""
+    if not (ANTLR411_DIR / "antlr4").is_dir():
+        from core.errors import UserError
+
+        raise UserError(f"rule=study needs antlr4-python3-runtime 4.11 in {ANTLR411_DIR} (sympy's LaTeX parser "
+                        f"demands it): run `make install`, or `pip install --no-deps --target {ANTLR411_DIR} "
+                        f"antlr4-python3-runtime==4.11.0`, or set MOELAB_ANTLR411_DIR")
+    return str(ANTLR411_DIR)
+
+
 class _Worker:
-    def __init__(self, memory_mb: int):
+    def __init__(self, memory_mb: int, first_paths: tuple[str, ...] = ()):
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (*first_paths, _PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
         env["MOELAB_REWARD_WORKER_MEMORY_MB"] = str(memory_mb)
         env.setdefault("OMP_NUM_THREADS", "1")
         self.process = subprocess.Popen([sys.executable, "-m", "rewards.worker"], stdin=subprocess.PIPE,
@@ -90,9 +106,10 @@ class _Worker:
 class WorkerPool:
     """Checker processes shared by every call in this process. `run(items)` -> one dict per item."""
 
-    def __init__(self, max_workers: int | None = None, memory_mb: int = 3072):
+    def __init__(self, max_workers: int | None = None, memory_mb: int = 3072, first_paths: tuple[str, ...] = ()):
         self.max_workers = max(1, max_workers or os.cpu_count() or 1)
         self.memory_mb = memory_mb
+        self.first_paths = tuple(first_paths)  # put before everything on the workers' path (antlr4 4.11)
         self._reset()
 
     def _reset(self) -> None:
@@ -117,7 +134,7 @@ class WorkerPool:
                 taken = self._free[:wanted]
                 del self._free[:wanted]
                 while len(taken) < wanted and self._total < self.max_workers:
-                    taken.append(_Worker(self.memory_mb))
+                    taken.append(_Worker(self.memory_mb, self.first_paths))
                     self._total += 1
                 if taken:
                     return taken
@@ -157,7 +174,7 @@ class WorkerPool:
         if not items:
             return []
         wanted = min(num_workers or self.max_workers, self.max_workers, len(items))
-        job = _Job(items, self.checkout(wanted), self.memory_mb, progress)
+        job = _Job(items, self.checkout(wanted), self.memory_mb, progress, self.first_paths)
         try:
             job.drive()
         finally:
@@ -174,8 +191,9 @@ class _Job:
     """One `run` call: a queue of items, the workers it checked out, one result slot per item."""
 
     def __init__(self, items: list[dict], workers: list[_Worker], memory_mb: int,
-                 progress: Callable[[int], None] | None):
+                 progress: Callable[[int], None] | None, first_paths: tuple[str, ...] = ()):
         self.items, self.workers, self.memory_mb, self.progress = items, workers, memory_mb, progress
+        self.first_paths = first_paths
         self.results: list[dict | None] = [None] * len(items)
         self.pending = deque(range(len(items)))
         self.batch = max(1, min(64, len(items) // (len(workers) * 4)))
@@ -258,7 +276,7 @@ class _Job:
 
     def replace(self, position: int) -> None:
         self.workers[position].kill()
-        self.workers[position] = _Worker(self.memory_mb)
+        self.workers[position] = _Worker(self.memory_mb, self.first_paths)
 
     def final_results(self) -> list[dict]:
         unstarted = {"status": "error", "detail": "checker workers could not start (run `python -m rewards.worker` "

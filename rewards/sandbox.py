@@ -91,8 +91,17 @@ class CodeResult:
     detail: str = ""
 
 
-def run_code(code: str, timeout_s: float = 3.0, memory_mb: int = 512) -> CodeResult:
-    """Execute `code` in the sandbox; return its answer (see `sandbox_child` for the convention)."""
+CONVENTIONS = ("lab", "study_last_line", "study_function")
+
+
+def run_code(code: str, timeout_s: float = 3.0, memory_mb: int = 512, convention: str = "lab") -> CodeResult:
+    """Execute `code` in the sandbox; return its answer.
+
+    `convention` says which value is the answer (`sandbox_child` documents each): `lab` (the lab's),
+    or the study's GRPO reward's two: `study_last_line` (`<llm-code>`: the last line, evaluated after the
+    program ran) and `study_function` (TinyGSM: `str(simple_math_problem())`)."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown answer convention {convention!r}; expected one of {CONVENTIONS}")
     workdir = tempfile.mkdtemp(prefix="moelab-sandbox-")
     cpu_s = max(1, int(timeout_s + 0.999))
     libraries = libraries_used(code)
@@ -100,7 +109,7 @@ def run_code(code: str, timeout_s: float = 3.0, memory_mb: int = 512) -> CodeRes
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
            **_THREAD_ENV, **{k: os.environ[k] for k in _PASSED_ENV if k in os.environ}}
     command = [sys.executable, "-I", "-S", str(CHILD), str(cpu_s), str(memory_mb),
-               ",".join(dict.fromkeys(modules)), os.pathsep.join(_library_paths(tuple(libraries)))]
+               ",".join(dict.fromkeys(modules)), os.pathsep.join(_library_paths(tuple(libraries))), convention]
     try:
         process = subprocess.Popen(command,
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,

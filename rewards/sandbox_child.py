@@ -13,6 +13,7 @@ guarantee is written down in `rewards/README.md`.
 
 Answer convention: the return value of `simple_math_problem()` if the code defines it, else the
 value of a final expression statement, else a variable `result`, else the last printed line.
+The study's GRPO reward's conventions (`study_last_line`, `study_function`) are in `_study_answer`.
 The result is one JSON line `{"ok": bool, "answer": str|null, "error": str|null}` on stdout.
 """
 
@@ -138,6 +139,19 @@ def _answer_of(code: str, namespace: dict, printed: io.StringIO) -> object:
     return lines[-1].strip() if lines else None
 
 
+def _study_answer(code: str, convention: str, namespace: dict) -> str:
+    """The study's GRPO reward's conventions, as its `exec` calls had them: `study_last_line` runs the
+    program, then evaluates its last line of text in the same globals; `study_function` runs it with
+    separate locals and calls their `simple_math_problem()`. The answer is `str(value)`, so a `None`
+    value is the answer "None" (it does not fall through to the next rule)."""
+    if convention == "study_last_line":
+        exec(compile(code, "<completion>", "exec"), namespace)
+        return str(eval(code.split("\n")[-1], namespace))
+    local_namespace: dict = {}
+    exec(compile(code, "<completion>", "exec"), namespace, local_namespace)
+    return str(local_namespace["simple_math_problem"]())
+
+
 def _format(value: object) -> str | None:
     if value is None:
         return None
@@ -160,6 +174,7 @@ def main() -> None:
     cpu_s, memory_mb = int(sys.argv[1]), int(sys.argv[2])
     modules = [m for m in (sys.argv[3] if len(sys.argv) > 3 else "").split(",") if m]
     paths = [p for p in (sys.argv[4] if len(sys.argv) > 4 else "").split(os.pathsep) if p]
+    convention = sys.argv[5] if len(sys.argv) > 5 else "lab"
     code = sys.stdin.read()
     result_fd = os.dup(1)  # the JSON verdict goes here; the code's own prints are captured
     sys.stdin = io.StringIO()
@@ -177,9 +192,13 @@ def main() -> None:
     reply: dict = {"ok": False, "answer": None, "error": None}
     try:
         sys.stdout = printed
-        value = _answer_of(code, {"__name__": "__sandbox__", "__builtins__": builtins}, printed)
-        reply.update(ok=value is not None, answer=_format(value),
-                     error=None if value is not None else "code returned nothing")
+        if convention != "lab":  # the study's globals: empty but for the builtins
+            answer = _study_answer(code, convention, {"__builtins__": builtins})
+            reply.update(ok=True, answer=answer[:MAX_ANSWER_CHARS * 10])
+        else:
+            value = _answer_of(code, {"__name__": "__sandbox__", "__builtins__": builtins}, printed)
+            reply.update(ok=value is not None, answer=_format(value),
+                         error=None if value is not None else "code returned nothing")
     except BaseException as err:  # noqa: BLE001 - any failure of the code is a verdict, not a crash
         reply.update(ok=False, error=f"{type(err).__name__}: {str(err)[:300]}")
     finally:

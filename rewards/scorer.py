@@ -33,9 +33,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from core.errors import UserError
-from rewards.extract import (canonical_number, clean_number, extract_answer, extract_gold,
+from rewards.extract import (MAX_COMPLETION_CHARS, canonical_number, clean_number, extract_answer, extract_gold,
                              normalize_answer, parse_number, resolve_task)
-from rewards.pool import WorkerPool
+from rewards.pool import WorkerPool, antlr411_path
+from rewards.rules import resolve_rule, study_answer, verl_gold
 from rewards.sandbox import deadline_for
 
 STATUSES = ("correct", "wrong", "no_answer", "timeout", "error")
@@ -82,7 +83,9 @@ class Scorer:
         self.deadline_s = deadline_s
         self.code_timeout_s = code_timeout_s
         self.code_memory_mb = code_memory_mb
+        self.worker_memory_mb = worker_memory_mb
         self.pool = WorkerPool(self.num_workers, memory_mb=worker_memory_mb)
+        self._study_pool: WorkerPool | None = None  # rule=study's checkers (antlr4 4.11 first), started on use
 
     def __enter__(self) -> Scorer:
         return self
@@ -92,20 +95,31 @@ class Scorer:
 
     def close(self) -> None:
         self.pool.close()
+        if self._study_pool is not None:
+            self._study_pool.close()
 
     def score(self, task: str, golds: Sequence[object], completions: Sequence[object],
               problem_ids: Sequence[object] | None = None, *, execute_code: bool = False, strict: bool = False,
-              deadline_s: float | None = None, num_workers: int | None = None,
+              rule: str = "lab", deadline_s: float | None = None, num_workers: int | None = None,
               progress: Callable[[float], None] | None = None) -> list[Verdict]:
-        """One `Verdict` per completion, in order. See the module docstring."""
+        """One `Verdict` per completion, in order. See the module docstring; `rule` picks whose verdict
+        (`rewards.rules`: `lab`, the study's TTC evaluator `study`, the study's GRPO reward `study_grpo`;
+        the study's rules ignore `execute_code` and `strict`, which are the lab's)."""
         try:
             task = resolve_task(task)
+            rule = resolve_rule(rule)
         except ValueError as err:
             raise UserError(str(err)) from None
         if len(golds) != len(completions) or (problem_ids is not None and len(problem_ids) != len(completions)):
             raise UserError(f"golds ({len(golds)}), completions ({len(completions)}) and problem_ids "
                             f"({'-' if problem_ids is None else len(problem_ids)}) must have the same length")
         deadline = float(deadline_s or self.deadline_s)
+        if rule != "lab":
+            score = self._score_study if rule == "study" else self._score_study_grpo
+            verdicts = score(task, golds, completions, deadline, num_workers)
+            if progress is not None:
+                progress(1.0)
+            return verdicts
         inner_timeout = max(1, int(deadline // 2))  # math-verify's own alarm, inside the hard deadline
         workers = min(num_workers or self.num_workers, self.num_workers)
         count = len(completions)
@@ -209,6 +223,70 @@ class Scorer:
         return verdicts  # type: ignore[return-value]
 
 
+    def _score_study(self, task: str, golds: Sequence[object], completions: Sequence[object], deadline: float,
+                     num_workers: int | None) -> list[Verdict]:
+        """rule=study: strings extracted here; unequal pairs go to Minerva's `is_equiv`, once per distinct
+        pair, in the antlr4-4.11 checkers. Clusters are the extracted strings (the study voted on them)."""
+        verdicts: list[Verdict | None] = [None] * len(completions)
+        pairs: dict[int, tuple[str, str]] = {}
+        for i, (gold, completion) in enumerate(zip(golds, completions)):
+            text = completion_text(completion)
+            gold_answer = study_answer(task, str(gold), is_gold=True) if gold is not None else None
+            if text is None or gold_answer is None:
+                what = "completion" if text is None else "gold answer (the study's rule reads none from it)"
+                verdicts[i] = Verdict("error", 0.0, None, None, f"missing or malformed {what}")
+                continue
+            pred = study_answer(task, text)
+            if pred is None:
+                verdicts[i] = Verdict("no_answer", 0.0, None, None, "the study's rule finds no answer")
+            elif pred == gold_answer:
+                verdicts[i] = Verdict("correct", 1.0, pred, pred)
+            else:
+                pairs[i] = (pred, gold_answer)
+        distinct = sorted(set(pairs.values()))
+        if distinct:
+            if self._study_pool is None:
+                self._study_pool = WorkerPool(self.num_workers, memory_mb=self.worker_memory_mb,
+                                              first_paths=(antlr411_path(),))
+            items = [{"kind": "minerva_equiv", "pred": pred, "gold": gold, "deadline_s": max(deadline, 8.0)}
+                     for pred, gold in distinct]  # is_equiv holds itself to 5 s (its own alarm)
+            results = dict(zip(distinct, self._study_pool.run(items, num_workers)))
+            for i, pair in pairs.items():
+                status = results[pair].get("status", "error")
+                status = status if status in STATUSES else "error"
+                verdicts[i] = Verdict(status, 1.0 if status == "correct" else 0.0, pair[0], pair[0],
+                                      str(results[pair].get("detail", "")))
+        return verdicts  # type: ignore[return-value]
+
+    def _score_study_grpo(self, task: str, golds: Sequence[object], completions: Sequence[object],
+                          deadline: float, num_workers: int | None) -> list[Verdict]:
+        """rule=study_grpo: the whole reward (programs, then math-verify on the response) per distinct
+        (completion, verl gold), in the checkers; the gold as verl stored it (`rewards.rules.verl_gold`)."""
+        verdicts: list[Verdict | None] = [None] * len(completions)
+        todo: dict[int, tuple[str, str]] = {}
+        for i, (gold, completion) in enumerate(zip(golds, completions)):
+            text = completion_text(completion)
+            if text is None or gold is None or not str(gold).strip():
+                what = "completion" if text is None else "gold answer"
+                verdicts[i] = Verdict("error", 0.0, None, None, f"missing or malformed {what}")
+                continue
+            todo[i] = (text[-MAX_COMPLETION_CHARS:], verl_gold(task, str(gold)))
+        distinct = sorted(set(todo.values()))
+        # two programs (3 s each, plus library imports) and math-verify's parse/verify (5 s alarms each)
+        limit = max(deadline, 2 * (self.code_timeout_s + 0.5 + 3.0) + 15.0)
+        items = [{"kind": "study_grpo", "completion": text, "gold": gold, "code_timeout_s": self.code_timeout_s,
+                  "memory_mb": self.code_memory_mb, "deadline_s": limit} for text, gold in distinct]
+        results = dict(zip(distinct, self.pool.run(items, num_workers))) if items else {}
+        for i, key in todo.items():
+            result = results[key]
+            status = result.get("status", "error")
+            status = status if status in STATUSES else "error"
+            pred = result.get("pred")
+            verdicts[i] = Verdict(status, 1.0 if status == "correct" else 0.0, pred,
+                                  pred if status in ("correct", "wrong") else None, str(result.get("detail", "")))
+        return verdicts  # type: ignore[return-value]
+
+
 # ----------------------------------------------------------------------------- default scorer
 
 _DEFAULT: dict[int, Scorer] = {}
@@ -247,8 +325,8 @@ atexit.register(_close_default)
 def score_samples(task: str, golds: Sequence[object], completions: Sequence[object],
                   problem_ids: Sequence[object] | None = None, execute_code: bool = False, strict: bool = False,
                   deadline_s: float = DEFAULT_DEADLINE_S, num_workers: int | None = None,
-                  progress: Callable[[float], None] | None = None) -> list[Verdict]:
+                  progress: Callable[[float], None] | None = None, rule: str = "lab") -> list[Verdict]:
     """Score with the process-wide reusable worker pool. See `Scorer.score` and the module docstring."""
     return default_scorer(num_workers).score(task, golds, completions, problem_ids, execute_code=execute_code,
-                                             strict=strict, deadline_s=deadline_s, num_workers=num_workers,
-                                             progress=progress)
+                                             strict=strict, rule=rule, deadline_s=deadline_s,
+                                             num_workers=num_workers, progress=progress)

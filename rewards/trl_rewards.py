@@ -61,7 +61,13 @@ class AccuracyReward:
     __name__ = "accuracy_reward"
 
     def __init__(self, task: str | None = None, execute_code: bool = False, strict: bool = False,
-                 deadline_s: float = 5.0, num_workers: int | None = None):
+                 deadline_s: float = 5.0, num_workers: int | None = None, rule: str = "lab"):
+        from rewards.rules import resolve_rule
+
+        try:
+            self.rule = resolve_rule(rule)  # `study_grpo`: the study's GRPO reward exactly (rewards/rules.py)
+        except ValueError as err:
+            raise UserError(f"accuracy reward: {err}") from None
         self.task, self.execute_code, self.strict = task, execute_code, strict
         self.deadline_s, self.num_workers = deadline_s, num_workers
 
@@ -70,7 +76,8 @@ class AccuracyReward:
                  task: Sequence[str] | None = None, **kwargs) -> list[float | None]:
         from rewards.scorer import score_samples
 
-        golds = gold if gold is not None else solution
+        # the study's rules take their gold from the raw solution, as verl stored it from there
+        golds = solution if self.rule != "lab" and solution is not None else gold if gold is not None else solution
         if golds is None:
             raise UserError("accuracy reward needs a dataset column 'gold' (or 'solution') with the answers")
         texts = _texts(completions)
@@ -79,7 +86,7 @@ class AccuracyReward:
         for name in sorted(set(tasks)):
             index = [i for i, t in enumerate(tasks) if t == name]
             verdicts = score_samples(name, [golds[i] for i in index], [texts[i] for i in index],
-                                     execute_code=self.execute_code, strict=self.strict,
+                                     execute_code=self.execute_code, strict=self.strict, rule=self.rule,
                                      deadline_s=self.deadline_s, num_workers=self.num_workers)
             for i, verdict in zip(index, verdicts):
                 gold_broken = verdict.status == "error" and "gold" in verdict.detail
@@ -139,8 +146,8 @@ class SoftOverlongPunishment:
 
 
 def get_accuracy_reward(task: str | None = None, execute_code: bool = False, strict: bool = False,
-                        deadline_s: float = 5.0, num_workers: int | None = None) -> AccuracyReward:
-    return AccuracyReward(task, execute_code, strict, deadline_s, num_workers)
+                        deadline_s: float = 5.0, num_workers: int | None = None, rule: str = "lab") -> AccuracyReward:
+    return AccuracyReward(task, execute_code, strict, deadline_s, num_workers, rule)
 
 
 def get_format_reward(task: str | None = None) -> FormatReward:

@@ -9,7 +9,8 @@ parent can hold every item to its own deadline and kill the worker when one is m
 Protocol: frames of `<4-byte little-endian length><pickle>`. Worker -> parent: `("ready", pid)`
 once, then `("result", index, dict)` per item. Parent -> worker: `("batch", [(index, item), ...])`
 or `("quit",)`. An item is a dict with `kind` = `judge` (gold, pred, pred_is_text, timeout_s) or
-`code` (code, timeout_s, memory_mb).
+`code` (code, timeout_s, memory_mb); `minerva_equiv` (pred, gold) and `study_grpo` (completion, gold,
+code_timeout_s, memory_mb) for the study's scoring rules (`rewards.rules`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,15 @@ def encode_frame(message: object) -> bytes:
 
 
 def handle(item: dict) -> dict:
+    if item["kind"] == "minerva_equiv":  # rule=study: only in checkers whose path starts with antlr4 4.11
+        from rewards.minerva import is_equiv
+
+        return {"status": "correct" if is_equiv(item["pred"], item["gold"]) else "wrong"}
+    if item["kind"] == "study_grpo":
+        from rewards.rules import study_grpo_verdict
+
+        return study_grpo_verdict(item["completion"], item["gold"], code_timeout_s=item["code_timeout_s"],
+                                  memory_mb=item["memory_mb"])
     if item["kind"] == "code":
         from rewards.sandbox import run_code
 

@@ -58,7 +58,8 @@ DATASETS = {d.name: d for d in [
     DatasetSpec("gsm8k-hub", "gsm8k", "hub", "openai/gsm8k", "main", solution_field="answer"),
     DatasetSpec("toy", "toy", "generated"),
     DatasetSpec("math", "math", "hub", "DigitalLearningGmbH/MATH-lighteval"),
-    DatasetSpec("math500", "math", "hub", "HuggingFaceH4/MATH-500", gold_field="answer"),
+    DatasetSpec("math500", "math", "shipped"),  # tasks/data/math500: PRM800K's MATH-500 split (MIT), 500 problems
+    DatasetSpec("math500-hub", "math", "hub", "HuggingFaceH4/MATH-500", gold_field="answer"),
     DatasetSpec("minerva_math", "math", "export"),  # Minerva's MATH answers (lm-eval's minerva_math)
     DatasetSpec("gsm_plus", "gsm8k", "export"),  # GSM-Plus: GSM8K perturbations, same `#### N` answers
     DatasetSpec("gsm-plus", "gsm8k", "export"),
@@ -163,6 +164,11 @@ def load_problems(dataset: str, split: str = "test", limit: int | None = None, s
         if not path.is_file():
             raise UserError(f"gsm8k has splits 'train' and 'test'; got split={split!r}")
         rows = _read_jsonl(path, f"gsm8k-{split}", task or spec.task)
+    elif dataset == "math500":
+        path = DATA_DIR / "math500" / f"{split}.jsonl"
+        if not path.is_file():
+            raise UserError(f"math500 has only the split 'test'; got split={split!r}")
+        rows = _read_jsonl(path, "math500-test", task or spec.task)
     elif dataset == "toy":
         from tasks.toy import make_problems
 
