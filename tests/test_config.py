@@ -12,7 +12,9 @@ from core.errors import UserError
 from moelab.recipes import RECIPES, load_recipe, schema_for
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED_RECIPES = sorted(p for p in (REPO / "configs").rglob("*.yaml") if "deepspeed" not in p.parts)
+# configs/lm_eval_tasks/ holds lm-eval task definitions (`moelab eval`'s task folder), not recipes
+SHIPPED_RECIPES = sorted(p for p in (REPO / "configs").rglob("*.yaml")
+                         if "deepspeed" not in p.parts and "lm_eval_tasks" not in p.parts)
 
 
 @dataclasses.dataclass

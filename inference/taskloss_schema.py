@@ -1,0 +1,42 @@
+"""Recipe schema of `moelab taskloss` (kind `taskloss`): the study's task loss. Cheap to import.
+
+Defaults are taskloss-eval's (`taskloss_eval/task_loss.py`): vLLM `generate` on `prompt + answer` with
+`temperature=0`, `max_tokens=1`, `prompt_logprobs=1`; the study's GSM8K set is `gsm8k-4shot`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from core.config import MISSING, config_field
+
+
+@dataclass
+class TasklossBackendConfig:
+    type: str = config_field("vllm", "vllm (prompt_logprobs, as taskloss-eval) or hf (batched forward pass)")
+    dtype: str = config_field("auto", "weights dtype (auto, float32, bfloat16); auto = the checkpoint's on a GPU, "
+                                      "float32 on a CPU")
+    batch_size: int = config_field(8, "hf: examples per forward pass (sorted by length, left-padded)")
+    tensor_parallel_size: int = config_field(1, "vLLM tensor parallel GPUs (taskloss-eval's --tp)")
+    max_model_len: Optional[int] = config_field(None, "vLLM context limit; null = the model's")
+    enforce_eager: Optional[bool] = config_field(None, "vLLM eager mode; null = true on a CPU, vLLM's on a GPU")
+    engine_kwargs: dict[str, Any] = config_field({}, "extra keyword arguments passed to vllm.LLM as is")
+
+
+@dataclass
+class TasklossConfig:
+    kind: str = config_field("taskloss", "recipe type")
+    models: list[str] = config_field(MISSING, "checkpoint index names, hub ids or local checkpoint directories")
+    dataset: str = config_field(MISSING, "gsm8k-4shot (the study's set), triviaqa-4shot, toy, or a JSONL file with "
+                                         "prompt/answer fields")
+    output_dir: str = config_field("outputs/taskloss", "<output_dir>/taskloss.csv and <output_dir>/<model>/<task>/"
+                                                       "examples.jsonl; rerunning resumes")
+    limit: Optional[int] = config_field(None, "score only the first `limit` examples; null = all")
+    num_shots: Optional[int] = config_field(None, "demonstrations per prompt for a named set; null = its default "
+                                                  "(4 for gsm8k-4shot and triviaqa-4shot, 0 for toy)")
+    shots_seed: int = config_field(42, "seed of the demonstration draws (the study's --seed 42)")
+    data_files: dict[str, str] = config_field({}, "triviaqa-4shot offline: data_files.train=FILE "
+                                                  "data_files.validation=FILE (question, answer.aliases)")
+    chunk_size: int = config_field(256, "examples scored and appended to examples.jsonl at a time (a kill loses one)")
+    backend: TasklossBackendConfig = config_field(TasklossBackendConfig, "scoring backend")
