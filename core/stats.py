@@ -1,11 +1,16 @@
-"""Statistics every layer may need: the unbiased pass@k estimator.
+"""Statistics every layer may need: the unbiased pass@k estimator and the percentile bootstrap over problems.
 
-It lives in `core`, below everything, because it is a statistic, not a job: the sweeps' aggregation
+They live in `core`, below everything, because they are statistics, not jobs: the sweeps' aggregation
 (`inference.estimators`, `inference.aggregate`) and the toy family's evaluator (`inference.toy_eval`)
-compute the same pass@k with it.
+compute the same pass@k with it; the metrics' CIs (`inference.aggregate`), the GRPO before/after change
+(`rl.report`) and the deficit's gap tests (`inference.gaps`) draw the same bootstrap resamples with
+`bootstrap_weights`, so "paired" means the same thing everywhere: one draw of problems, applied to
+every quantity compared.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -27,3 +32,27 @@ def pass_at_k(num_samples: int, num_correct: np.ndarray, ks) -> np.ndarray:
     """
     num_correct = np.asarray(num_correct, dtype=np.int64)
     return np.stack([1.0 - subset_ratio(num_samples, k)[num_samples - num_correct] for k in ks], axis=1)
+
+
+def bootstrap_weights(num_problems: int, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, problems) multiplicities of a percentile bootstrap over problems (Efron 1979).
+
+    Every statistic computed from the same weights sees the same resampled problems: apply one
+    matrix to two models' per-problem values and the bootstrap is paired."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(num_problems, np.full(num_problems, 1.0 / num_problems), size=resamples)
+
+
+def bootstrap_ci(per_problem: np.ndarray, resamples: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over problems (axis 0) and its percentile-bootstrap interval, per column.
+
+    For a paired comparison pass the per-problem differences (same problems, same seeds)."""
+    per_problem = np.asarray(per_problem, dtype=float).reshape(len(per_problem), -1)
+    mean = per_problem.mean(0)
+    if resamples <= 0:
+        return mean, np.full_like(mean, math.nan), np.full_like(mean, math.nan)
+    means = bootstrap_weights(len(per_problem), resamples, seed) @ per_problem / len(per_problem)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail], axis=0)
+    return mean, low, high

@@ -5,41 +5,68 @@ can be redrawn without recomputing anything):
 - `plot_curves`: one panel per model, one line per strategy with its bootstrap CI as a band;
   x is k on a log2 axis, or the compute axes (mean generated tokens, FLOPs) on a log axis.
 - `plot_cross_model`: accuracy against total parameters (or TPP, or density), one line per
-  (active-parameter group, sample budget k), as the study's figure puts GSM8K accuracy against
-  model size with one line per budget. Parameter counts come from the checkpoint index, or from a
-  CSV for models it does not know.
+  (family, sample budget k), as the study's figure puts GSM8K accuracy against model size with one
+  line per budget. A family is a (d_model, top_k) pair (`family_of`): its members differ only in the
+  number of experts. Not the exact active-parameter count: the router's D x E term makes it differ
+  inside a family (d512-E8-k2 169,165,312 vs d512-E16-k2 169,230,848), which drew one single-point
+  "line" per model; not top-k alone, which joined d512-k2 (170M active) and d1024-k2 (470M) on one
+  zig-zag. `cross_model_points` returns the plotted points with their line label (what
+  `moelab plot --cross-model --data-out` writes). Parameter counts come from the checkpoint index,
+  or from a CSV for models it does not know.
 Both take `style_by`, a column whose values share the axes told apart by line style, so two runs
 of the same models (the demo's before and after GRPO) are compared on one figure; `moelab sweep`,
-`moelab plot` and the demo report all draw with these two functions.
-matplotlib runs on the Agg backend: no display needed.
+`moelab plot`, the demo report and `moelab deficit` all draw with these functions.
+matplotlib: the backend already chosen (a notebook's, `MPLBACKEND`) is kept; Agg is selected only
+when none was chosen and there is no display, so the lab's jobs run headless.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import os
+import sys
 from pathlib import Path
 
 from core.errors import UserError
+from inference.compute import FLOPS_LABEL
 from inference.estimators import STRATEGY_LABELS
 
 X_COLUMNS = {"samples": ("k", "samples per problem (k)"), "tokens": ("mean_tokens", "generated tokens per problem"),
-             "flops": ("flops", "generation FLOPs per problem (2 x active params x tokens)")}
+             "flops": ("flops", FLOPS_LABEL)}
 PARAM_LABELS = {"total_params": "total parameters", "tpp": "training tokens per parameter (TPP)",
                 "density": "expert density (top-k / experts)"}
 STRATEGY_COLORS = {"pass": "tab:green", "majority": "tab:blue", "best_of_n": "tab:orange",
                    "weighted_majority": "tab:purple"}
 LINE_STYLES = ["-", "--", ":", "-."]
-GROUP_LABELS = {"active_params": lambda value: f"{_human(value)} active", "top_k": lambda value: f"top-{value:g}"}
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+POINT_COLUMNS = ["model", "line", "x", "accuracy", "ci_low", "ci_high"]
+PARAM_KEYS = ("total_params", "active_params", "tpp", "density", "top_k", "d_model", "num_experts")
 
 
-def _pyplot():
+def pyplot():
+    """pyplot on the backend already chosen; Agg only when none was chosen and there is no display."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    headless = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if headless and matplotlib.rcParams._get_backend_or_none() is None:
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def family_of(params: dict) -> tuple[int, int] | None:
+    """(d_model, top_k) of a model's parameter row: the models one cross-model line joins; None if unknown."""
+    d, k = params.get("d_model", math.nan), params.get("top_k", math.nan)
+    if not (isinstance(d, (int, float)) and isinstance(k, (int, float)) and math.isfinite(d) and math.isfinite(k)):
+        return None
+    return int(d), int(k)
+
+
+def family_label(family: tuple[int, int] | None, model: str = "") -> str:
+    """`d512 top-2`; a model whose family is unknown is a family of its own, named after it."""
+    return model if family is None else f"d{family[0]} top-{family[1]}"
 
 
 def _variants(rows: list[dict], style_by: str | None) -> list:
@@ -66,7 +93,7 @@ def plot_curves(rows: list[dict], x: str = "samples", strategies: list[str] | No
     if not models:
         raise UserError("no metrics rows to plot")
     variants = _variants(rows, style_by)
-    plt = _pyplot()
+    plt = pyplot()
     cols = min(3, len(models))
     nrows = math.ceil(len(models) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.8 * cols, 3.8 * nrows), squeeze=False, sharey=True)
@@ -105,8 +132,9 @@ def plot_curves(rows: list[dict], x: str = "samples", strategies: list[str] | No
 
 
 def model_params(models: list[str], params_csv: str | Path | None = None) -> dict[str, dict]:
-    """{model: {total_params, active_params, tpp, density, top_k}} from `params_csv` (columns model,
-    total_params, active_params[, tpp, density, top_k]) first, then the checkpoint index."""
+    """{model: {total_params, active_params, tpp, density, top_k, d_model, num_experts}} from `params_csv`
+    (columns model, total_params, active_params[, tpp, density, top_k, d_model, num_experts]) first, then
+    the checkpoint index. A CSV row without d_model and top_k is a cross-model line of its own."""
     table: dict[str, dict] = {}
     if params_csv:
         path = Path(params_csv)
@@ -120,8 +148,7 @@ def model_params(models: list[str], params_csv: str | Path | None = None) -> dic
             for row in reader:
                 try:
                     table[row["model"]] = {key: float(row[key]) if row.get(key) not in (None, "") else math.nan
-                                           for key in ("total_params", "active_params", "tpp", "density",
-                                                       "top_k")}
+                                           for key in PARAM_KEYS}
                 except ValueError as err:
                     raise UserError(f"{path}: model {row['model']!r}: {err}") from None
     out = {}
@@ -136,65 +163,92 @@ def model_params(models: list[str], params_csv: str | Path | None = None) -> dic
         except (UserError, ImportError):
             raise UserError(f"model {model!r} is not in the checkpoint index; give its parameter counts with "
                             f"--params-csv (columns model,total_params,active_params[,tpp,density])") from None
-        out[model] = {"total_params": float(info.total_params), "active_params": float(info.active_params),
-                      "tpp": float(info.tpp), "density": float(info.density), "top_k": float(info.top_k)}
+        out[model] = {key: float(getattr(info, key)) for key in PARAM_KEYS}
     return out
 
 
-def plot_cross_model(rows: list[dict], params: dict[str, dict], x_param: str = "total_params",
-                     strategy: str = "majority", ks: list[int] | None = None, *, group_by: str = "active_params",
-                     style_by: str | None = None):
-    """Accuracy vs a model property, one line per (group, k, `style_by` value). Models with the same
-    `params[model][group_by]` form a group: equal active parameters, or (`top_k`) equal top-k, for a
-    family whose router size makes active parameters differ slightly. Returns the Figure."""
+def cross_model_points(rows: list[dict], params: dict[str, dict], x_param: str = "total_params",
+                       strategy: str = "majority", ks: list[int] | None = None, *,
+                       style_by: str | None = None) -> list[dict]:
+    """The points of the cross-model view: one per (model, budget k, `style_by` value), each with its
+    line label (`d512 top-2, k=4[, <style value>]`), x = `params[model][x_param]`, accuracy and CI.
+    Budgets default to the powers of 4 present (every k when none is)."""
     if x_param not in PARAM_LABELS:
         raise UserError(f"--x-param must be one of {', '.join(PARAM_LABELS)}, got {x_param!r}")
-    if group_by not in GROUP_LABELS:
-        raise UserError(f"group_by must be one of {', '.join(GROUP_LABELS)}, got {group_by!r}")
     mine = [r for r in rows if r["strategy"] == strategy]
     if not mine:
         raise UserError(f"no rows for strategy {strategy!r} in the metrics")
     available = sorted({r["k"] for r in mine})
     ks = [k for k in (ks or [k for k in available if math.log(k, 4).is_integer()]) if k in available] or available
-    plt = _pyplot()
+    _variants(mine, style_by)  # a style_by column every row has
+    points = []
+    for r in mine:
+        if r["k"] not in ks:
+            continue
+        family = family_of(params[r["model"]])
+        x = params[r["model"]][x_param]
+        if not math.isfinite(x):
+            raise UserError(f"{x_param} unknown for model {r['model']!r}; add it to --params-csv")
+        line = f"{family_label(family, r['model'])}, k={r['k']}" + ("" if style_by is None else f", {r[style_by]}")
+        points.append({"model": r["model"], "line": line, "family": family, "k": r["k"],
+                       "variant": None if style_by is None else r[style_by], "x": float(x),
+                       "accuracy": r["accuracy"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]})
+    return points
+
+
+def write_points(points: list[dict], path: str | Path) -> Path:
+    """The plotted points as CSV (POINT_COLUMNS: model,line,x,accuracy,ci_low,ci_high), written atomically."""
+    from core.files import atomic_write
+
+    def write(temp: Path) -> None:
+        with temp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=POINT_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(points)
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(Path(path), write)
+
+
+def plot_cross_model(rows: list[dict], params: dict[str, dict], x_param: str = "total_params",
+                     strategy: str = "majority", ks: list[int] | None = None, *,
+                     style_by: str | None = None, points: list[dict] | None = None):
+    """Accuracy vs a model property, one line per (d_model, top_k) family, budget k and `style_by` value
+    (`cross_model_points`; pass `points` to draw ones already computed). Returns the Figure."""
+    points = points if points is not None else cross_model_points(rows, params, x_param, strategy, ks,
+                                                                  style_by=style_by)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     cmap = plt.get_cmap("viridis")
-    groups = sorted({params[r["model"]][group_by] for r in mine})
-    variants = _variants(mine, style_by)
-    markers = ["o", "s", "^", "D", "v", "P"]
-    for g_index, group in enumerate(groups):
-        for k_index, k in enumerate(ks):
-            for v_index, variant in enumerate(variants):
-                points = sorted(((params[r["model"]][x_param], r) for r in mine
-                                 if r["k"] == k and params[r["model"]][group_by] == group
-                                 and _picks(r, style_by, variant)), key=lambda p: p[0])
-                if not points:
-                    continue
-                if not all(math.isfinite(p[0]) for p in points):
-                    raise UserError(f"{x_param} unknown for some models; add it to --params-csv")
-                color = cmap(k_index / max(1, len(ks) - 1))
-                xs = [p[0] for p in points]
-                style = LINE_STYLES[(g_index if style_by is None else v_index) % len(LINE_STYLES)]
-                label = f"{GROUP_LABELS[group_by](group)}, k={k}" + ("" if style_by is None else f", {variant}")
-                ax.plot(xs, [p[1]["accuracy"] for p in points], linestyle=style, marker=markers[g_index % len(markers)],
-                        color=color, label=label)
-                low, high = [p[1]["ci_low"] for p in points], [p[1]["ci_high"] for p in points]
-                if len(points) > 1 and all(math.isfinite(v) for v in low + high):
-                    ax.fill_between(xs, low, high, color=color, alpha=0.12, linewidth=0)
+    keys = sorted({_family_key(p) for p in points}, key=lambda key: (isinstance(key, str), key))
+    family_index = {key: i for i, key in enumerate(keys)}
+    budgets = sorted({p["k"] for p in points})
+    variants = list(dict.fromkeys(p["variant"] for p in points))
+    lines = list(dict.fromkeys(p["line"] for p in sorted(
+        points, key=lambda p: (family_index[_family_key(p)], p["k"], variants.index(p["variant"])))))
+    for line in lines:
+        mine = sorted((p for p in points if p["line"] == line), key=lambda p: p["x"])
+        first = mine[0]
+        f_index = family_index[_family_key(first)]
+        color = cmap(budgets.index(first["k"]) / max(1, len(budgets) - 1))
+        style = LINE_STYLES[(f_index if len(variants) == 1 else variants.index(first["variant"])) % len(LINE_STYLES)]
+        xs = [p["x"] for p in mine]
+        ax.plot(xs, [p["accuracy"] for p in mine], linestyle=style, marker=MARKERS[f_index % len(MARKERS)],
+                color=color, label=line)
+        low, high = [p["ci_low"] for p in mine], [p["ci_high"] for p in mine]
+        if len(mine) > 1 and all(math.isfinite(v) for v in low + high):
+            ax.fill_between(xs, low, high, color=color, alpha=0.12, linewidth=0)
     ax.set_xscale("log", base=2 if x_param == "density" else 10)
     ax.set_xlabel(PARAM_LABELS[x_param])
     ax.set_ylabel(f"accuracy ({STRATEGY_LABELS.get(strategy, strategy)})")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2 if len(groups) * len(ks) * len(variants) > 8 else 1)
+    ax.legend(fontsize=7, ncol=2 if len(lines) > 8 else 1)
     fig.tight_layout()
     return fig
 
 
-def _human(count: float) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if count >= size:
-            return f"{count / size:.3g}{unit}"
-    return f"{count:.3g}"
+def _family_key(point: dict) -> tuple[int, int] | str:
+    return point["family"] if point["family"] is not None else point["model"]
 
 
 def save_figure(fig, path: str | Path) -> Path:
@@ -203,5 +257,5 @@ def save_figure(fig, path: str | Path) -> Path:
         raise UserError(f"{path}: figure must end in .png, .pdf or .svg")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path

@@ -1,12 +1,14 @@
 """The demo's last stage: per-member before/after plots, the cross-model plot, and report.md.
 
-Reads only the metrics CSVs the sweeps wrote (`inference.aggregate.read_metrics`) and the GRPO
-runs' `eval.csv`; every number in the report is looked up from those files (`metric_value`), so a
-test can re-derive each one. The figures are `inference.plots`' own, the sampled setting only
+Reads only the metrics CSVs the sweeps wrote (`inference.aggregate.read_metrics`), the GRPO runs'
+`eval.csv` and the deficit stage's `deficit.csv` and `report.md`; every number in the report is
+looked up from those files (`metric_value`, `paired_change`), so a test can re-derive each one.
+Before -> after GRPO changes are quoted with their *paired* CIs (deficit.csv's `grpo_change_*`
+rows: the same problems and sampling seeds in both sweeps, so problem difficulty cancels); the
+per-sweep accuracies keep their own CIs. The figures are `inference.plots`' own, the sampled setting only
 (greedy is one point, in the table): the after-GRPO rows carry their member's name and a `run`
-column tells the two sweeps apart (`style_by`). The cross-model lines group members by top-k, not
-by exact active parameters: in the toy family the router grows with the experts, so members of one
-top-k differ by a few active parameters and would each be a line of one point.
+column tells the two sweeps apart (`style_by`). The cross-model lines are (d_model, top_k) families,
+as everywhere (`inference.plots.family_of`).
 """
 
 from __future__ import annotations
@@ -52,8 +54,7 @@ def _plots(plots: Path, members: list[str], rows: list[dict], strategies: list[s
     for m in members:
         mine = [r for r in rows if r["model"] == m]
         save_figure(plot_curves(mine, "samples", strategies, style_by="run"), plots / f"{m}.png")
-    figure = plot_cross_model(rows, model_params(members), "total_params", "majority", budgets, group_by="top_k",
-                              style_by="run")
+    figure = plot_cross_model(rows, model_params(members), "total_params", "majority", budgets, style_by="run")
     save_figure(figure, plots / "cross_model.png")
 
 
@@ -72,12 +73,34 @@ def _grpo_eval(grpo_dir: Path) -> tuple[dict | None, dict | None]:
     return first, last
 
 
+def paired_change(deficit_rows: list[dict], model: str, name: str) -> dict | None:
+    """The deficit stage's paired before -> after change of `model` (`name`: greedy, pass@1, majority@32)."""
+    return next((r for r in deficit_rows if r["model"] == model and r["measure"] == f"grpo_change_{name}"), None)
+
+
+def _fmt_change(row: dict | None) -> str:
+    if row is None:
+        return "-"
+    v, low, high = (100 * float(row[c]) for c in ("value", "ci_low", "ci_high"))
+    return f"{v:+.1f} [{low:+.1f}, {high:+.1f}]"
+
+
+def _deficit_findings(deficit_dir: Path) -> list[str]:
+    """The deficit report's findings, as it wrote them (one source for both reports)."""
+    text = (deficit_dir / "report.md").read_text().split("## Findings", 1)[-1].split("## Measures", 1)[0]
+    return text.strip().splitlines()
+
+
 def write_report(run_dir: Path, members: list[str], trained: dict[str, str], before_csv: Path, after_csv: Path,
-                 cfg: Any, grpo_dirs: dict[str, Path]) -> Path:
+                 cfg: Any, grpo_dirs: dict[str, Path], deficit_dir: Path | None = None) -> Path:
     from checkpoints_index.index import resolve
     from inference.aggregate import read_metrics
+    from inference.deficit import read_table
 
     before, after = read_metrics(before_csv), read_metrics(after_csv)
+    deficit_rows = [] if deficit_dir is None else read_table(deficit_dir / "deficit.csv", ["model", "measure", "value",
+                                                                                           "ci_low", "ci_high"],
+                                                             "deficit.csv")
     infos = {m: resolve(m) for m in members}
     params = {m: infos[m].total_params for m in members}
     k_max = max(r["k"] for r in before if not is_greedy(r))
@@ -98,8 +121,21 @@ def write_report(run_dir: Path, members: list[str], trained: dict[str, str], bef
                  _fmt(metric_value(before, m, "majority", k_max)), _fmt(metric_value(after, t, "majority", k_max)),
                  _fmt(metric_value(before, m, "pass", k_max)), _fmt(metric_value(after, t, "pass", k_max))]
         lines.append(f"| {m} | {infos[m].total_params:,} | {infos[m].active_params:,} | " + " | ".join(cells) + " |")
+    lines += ["", "## GRPO's change, paired (after - before, points, 95% paired bootstrap CI over problems)", "",
+              f"Both sweeps score the same problems with the same sampling seeds, so the change is resampled problem "
+              f"by problem (`{deficit_dir}/deficit.csv`, rows `grpo_change_*`).", "",
+              f"| member | greedy | pass@1 | majority@{k_max} |", "|---|---|---|---|"]
+    for m in members:
+        lines.append(f"| {m} | " + " | ".join(_fmt_change(paired_change(deficit_rows, m, name)) for name in
+                                            ("greedy", "pass@1", f"majority@{k_max}")) + " |")
     lines += ["", "## Findings (numbers from the CSVs above)", ""]
-    lines += _findings(members, trained, before, after, k_max, params)
+    lines += _findings(members, trained, before, after, k_max, params, deficit_rows)
+    if deficit_dir is not None:
+        lines += ["", "## The reasoning deficit in this family", "",
+                  f"From `moelab deficit` on the two sweeps (`{deficit_dir}/report.md`, every figure in "
+                  f"`{deficit_dir}/figures/`).", "", *_deficit_findings(deficit_dir), "",
+                  "![accuracy vs density](deficit/figures/f_accuracy_vs_density.png)",
+                  "![TTC: accuracy vs task loss](deficit/figures/d_ttc_accuracy_vs_taskloss.png)"]
     lines += ["", "## GRPO runs", "", "| member | eval at first step | eval at last step | run dir |", "|---|---|---|---|"]
     for m in members:
         first, last = _grpo_eval(grpo_dirs[m])
@@ -113,7 +149,7 @@ def write_report(run_dir: Path, members: list[str], trained: dict[str, str], bef
 
 
 def _findings(members: list[str], trained: dict[str, str], before: list[dict], after: list[dict], k_max: int,
-              params: dict[str, int]) -> list[str]:
+              params: dict[str, int], deficit_rows: list[dict]) -> list[str]:
     out = []
     for m in sorted(members, key=lambda x: params[x]):
         b1, a1 = metric_value(before, m, "pass", 1), metric_value(after, trained[m], "pass", 1)
@@ -123,7 +159,10 @@ def _findings(members: list[str], trained: dict[str, str], before: list[dict], a
             continue
         gain_rl = 100 * (a1["accuracy"] - b1["accuracy"])
         gain_vote = 100 * (bm["accuracy"] - b1["accuracy"])
-        out.append(f"- {m} ({params[m]:,} total parameters): GRPO moved pass@1 by {gain_rl:+.1f} points "
+        change = paired_change(deficit_rows, m, "pass@1")
+        paired = "" if change is None else (f", paired 95% CI [{100 * float(change['ci_low']):+.1f}, "
+                                            f"{100 * float(change['ci_high']):+.1f}]")
+        out.append(f"- {m} ({params[m]:,} total parameters): GRPO moved pass@1 by {gain_rl:+.1f} points{paired} "
                    f"({_pct(b1)} -> {_pct(a1)}); majority vote over {k_max} samples moved it by {gain_vote:+.1f} "
                    f"points ({_pct(b1)} -> {_pct(bm)}); coverage pass@{k_max} is {_pct(bp)}.")
     return out or ["- (no complete metrics to compare)"]

@@ -1,0 +1,199 @@
+"""`moelab deficit`: probe the reasoning deficit itself. Do sparser models reason worse than their loss promises,
+and does more test-time compute or GRPO close the gap?
+
+    moelab deficit configs/deficit/toy.yaml          # the toy family here (timing: README.md, "The deficit")
+    moelab deficit configs/deficit/paper.yaml        # the released grid that brackets TPP ~ 20, on GPUs
+
+Stages, each reading only what the previous ones wrote, each reusing a finished output:
+
+  1. models      the recipe's names, or every index entry its `select` filters match
+  2. eval        few-shot accuracy (`moelab eval` recipe -> results.csv), or a results.csv given
+  3. taskloss    task losses (`moelab taskloss` recipe -> taskloss.csv), or a taskloss.csv given
+  4. sweep       TTC sweep (`moelab sweep` recipe -> <run>/sweep/before/), or a sweep directory given
+  5. grpo        optional: GRPO every model, then the same sweep on the GRPO'd models (-> sweep/after/),
+                 or the after-GRPO sweep directory of a run already made (a demo's `after/`)
+  6. analysis    deficit.csv, the six figures (figures/), report.md (`inference.deficit*`)
+
+Sub-jobs are loaded through the one recipe table (`moelab.recipes.load_recipe`) and run by their own
+job function (`RUNNERS`), with `models` and `output_dir` set here, so any recipe of the right kind
+works unchanged. What the study did differently and what the lab reproduces is said by each
+sub-job's own module; this one only joins their outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from core.config import load_config, save_resolved_config
+from core.errors import UserError
+from moelab.deficit_schema import DeficitConfig
+
+# kind -> (job function "module:function" taking the loaded recipe, the file it leaves in its run directory)
+RUNNERS: dict[str, tuple[str, str]] = {
+    "sweep": ("inference.sweep:run_sweep", "metrics.csv"),
+    "eval": ("inference.lm_eval_run:run_eval", "results.csv"),
+    "taskloss": ("inference.taskloss:run_taskloss", "taskloss.csv"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="deficit recipe, e.g. configs/deficit/toy.yaml")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides of the recipe")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.recipe, args.overrides, schema=DeficitConfig)
+    report = run_deficit(cfg)
+    print(f"report: {report}")
+    return 0
+
+
+def select_models(cfg: Any) -> list[str]:
+    """The recipe's `models` (resolved by the index, so typos fail before any work), else the `select` filters."""
+    from checkpoints_index.index import all_checkpoints, filter_checkpoints, resolve
+
+    if cfg.models:
+        for m in cfg.models:
+            resolve(m)
+        return list(cfg.models)
+    s = cfg.select
+    chosen = filter_checkpoints(all_checkpoints(), list(s.d_model), list(s.experts), list(s.top_k), list(s.domain))
+    chosen = [c for c in chosen if c.base_model is None]  # GRPO outputs are "after", not members
+    if not chosen:
+        raise UserError("models: empty and `select` matches no checkpoint in the index (`moelab checkpoints` lists "
+                        "them)")
+    return [c.name for c in chosen]
+
+
+def run_job(kind: str, recipe: str, overrides: list[str]) -> Path:
+    """Load a sub-recipe through the recipe table and run it; returns the run directory it wrote."""
+    from moelab.recipes import load_recipe
+
+    cfg = load_recipe(recipe, overrides)
+    if cfg.kind != kind:
+        raise UserError(f"{recipe}: a {kind!r} recipe is needed here, it is a {cfg.kind!r} recipe")
+    module, function = RUNNERS[kind][0].split(":")
+    try:
+        job = getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError):
+        raise UserError(f"`moelab {kind}` is not available in this lab ({RUNNERS[kind][0]}); give its output "
+                        f"instead ({kind}.output=PATH)") from None
+    job(cfg)
+    return Path(cfg.output_dir) / cfg.run_name if kind == "sweep" else Path(cfg.output_dir)
+
+
+def _instrument(kind: str, job: Any, models: list[str], out: Path) -> Path | None:
+    """An instrument's output file or directory: given (`output`), or run now, or None (not asked for)."""
+    if job.output:
+        path = Path(job.output)
+        if not path.exists():
+            raise UserError(f"{kind}.output: {path} does not exist")
+        return path
+    if not job.recipe:
+        return None
+    overrides = [*job.overrides, f"models={json.dumps(models)}", f"output_dir={out}"]
+    if kind == "sweep":
+        overrides.append("run_name=before")
+    if kind == "taskloss" and job.datasets:  # one run per set, their rows joined into one taskloss.csv
+        parts = [run_job(kind, job.recipe, [*overrides[:-1], f"dataset={d}", f"output_dir={out / d}"]) / "taskloss.csv"
+                 for d in job.datasets]
+        return _concatenate_csv(parts, out / "taskloss.csv")
+    run_dir = run_job(kind, job.recipe, overrides)
+    return run_dir if kind == "sweep" else run_dir / RUNNERS[kind][1]
+
+
+def _concatenate_csv(parts: list[Path], path: Path) -> Path:
+    import csv
+
+    from core.files import atomic_write
+
+    rows = [row for part in parts for row in csv.DictReader(part.open(newline=""))]
+    columns = list(dict.fromkeys(c for row in rows for c in row))
+
+    def write(temp: Path) -> None:
+        with temp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    return atomic_write(path, write)
+
+
+def trained_models(cfg: Any, models: list[str], after_dir: Path) -> dict[str, str]:
+    """base model -> GRPO'd model swept in `after_dir`: the recipe's `grpo.trained`, else the index's base_model."""
+    from checkpoints_index.index import resolve
+    from inference.aggregate import read_metrics
+
+    if cfg.grpo.trained:
+        return {str(k): str(v) for k, v in cfg.grpo.trained.items()}
+    trained = {}
+    for name in dict.fromkeys(r["model"] for r in read_metrics(after_dir / "metrics.csv")):
+        try:
+            base = resolve(name).base_model
+        except UserError:
+            continue
+        if base in models:
+            trained[base] = name
+    return trained
+
+
+def run_grpo(cfg: Any, models: list[str], run_dir: Path) -> tuple[Path, dict[str, str]]:
+    """GRPO every model (a finished run with the same identity is reused: `moelab.demo.finished_grpo_run`),
+    then sweep the GRPO'd models with the same sweep recipe."""
+    from moelab.demo import _slug, finished_grpo_run
+    from moelab.recipes import load_recipe
+    from rl.launch import run_recipe
+
+    trained = {}
+    for m in models:
+        grpo_cfg = load_recipe(cfg.grpo.recipe, [*cfg.grpo.overrides, f"model.name={m}",
+                                                 f"output_dir={run_dir / 'grpo' / _slug(m)}",
+                                                 f"checkpoints.register_name={_slug(m)}-grpo-{run_dir.name}"])
+        summary = finished_grpo_run(grpo_cfg)
+        if summary is None:
+            if run_recipe(grpo_cfg) != 0:
+                raise UserError(f"GRPO of {m} failed; see {grpo_cfg.output_dir}")
+            summary = json.loads((Path(grpo_cfg.output_dir) / "summary.json").read_text())
+        trained[m] = summary.get("registered") or summary["final_dir"]
+    if not cfg.sweep.recipe:
+        raise UserError("grpo.recipe is set but sweep.recipe is not: the after-GRPO sweep needs the sweep recipe")
+    overrides = [*cfg.sweep.overrides, f"models={json.dumps(list(trained.values()))}",
+                 f"output_dir={run_dir / 'sweep'}", "run_name=after"]
+    return run_job("sweep", cfg.sweep.recipe, overrides), trained
+
+
+def run_deficit(cfg: Any) -> Path:
+    """Run (or reuse) every stage; returns report.md."""
+    from inference.deficit import Instruments, analyse, write_deficit_csv
+    from inference.deficit_figures import write_figures
+    from inference.deficit_report import write_report
+
+    started = time.monotonic()
+    run_dir = Path(cfg.output_dir) / cfg.run_name
+    save_resolved_config(cfg, run_dir)
+    models = select_models(cfg)
+    print(f"[deficit] {len(models)} models: {', '.join(models)}", flush=True)
+    inputs = Instruments(models=models)
+    inputs.results_csv = _instrument("eval", cfg.eval, models, run_dir / "eval")
+    inputs.taskloss_csv = _instrument("taskloss", cfg.taskloss, models, run_dir / "taskloss")
+    inputs.before_dir = _instrument("sweep", cfg.sweep, models, run_dir / "sweep")
+    if cfg.grpo.after_sweep:
+        inputs.after_dir = Path(cfg.grpo.after_sweep)
+        inputs.trained = trained_models(cfg, models, inputs.after_dir)
+    elif cfg.grpo.recipe:
+        inputs.after_dir, inputs.trained = run_grpo(cfg, models, run_dir)
+    analysis = analyse(inputs, cfg)
+    write_deficit_csv(analysis, run_dir / "deficit.csv")
+    figures = write_figures(analysis, run_dir / "figures", cfg.analysis.tpp_reference)
+    described = [f"{what} `{path}`" for what, path in (("results.csv", inputs.results_csv),
+                                                      ("taskloss.csv", inputs.taskloss_csv),
+                                                      ("sweep before GRPO", inputs.before_dir),
+                                                      ("sweep after GRPO", inputs.after_dir)) if path]
+    report = write_report(analysis, run_dir, cfg.run_name, described or ["none"], figures)
+    print(f"[deficit] finished in {time.monotonic() - started:.0f} s: {run_dir / 'deficit.csv'}", flush=True)
+    return report
