@@ -13,7 +13,18 @@ vary), and a random-weight d512-E8-k2 with fewer layers (`materialize_random`). 
 never write a stop string, so for the d512 model both paths get the same EOS logit bias, which
 gives the geometric spread of completion lengths that real sweeps have (`--eos-bias 0` disables).
 
-    .venv/bin/python bench/sweep.py                 # toy: 64 x 64 samples; d512 (2 layers): 16 x 64
+Prefill. Every path also reports the engine's own counters (`inference.backends.engine_counters`):
+engine steps, tokens scheduled, prompt tokens and the prompt tokens it computed itself rather than
+read from its prefix cache, and the lab path's prefix-cache hit rate. They are the engine-side
+proxy for GPU cost: on a GPU with the study's ~1,000-token few-shot prompts x 128 samples the
+prompt is most of the compute, while on this CPU vLLM's per-token overhead dominates (the timings).
+The toy's 1-shot case (one train example drawn per problem, as the study's GSM8K generator did;
+83-160 tokens) spans several of the lab's 32-token CPU blocks; it also runs the lab path on an
+engine with vLLM-CPU's default 128-token blocks (the lab's engine before `backend.block_size`),
+whose CPU time and samples it compares. Each timed run starts from an empty prefix cache.
+
+    .venv/bin/python bench/sweep.py                 # toy 0- and 1-shot: 64 x 64 samples; d512 (2 layers): 16 x 64
+    .venv/bin/python bench/sweep.py --models toy --repeats 3 --out docs/results/bench-sweep-prefill.txt
     .venv/bin/python bench/sweep.py --d512-problems 64 --d512-top-p 0.95   # the full study setting at d512
     .venv/bin/python bench/sweep.py --problems 16 --samples 32 --models toy   # a quick look
 
@@ -23,6 +34,7 @@ Last line: `ratio: <lab/study loop, d512>` (or the toy ratio when only the toy m
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import sys
@@ -36,9 +48,19 @@ os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "all")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.backends import GenerationRequest, SamplingSettings, VLLMBackend, cpu_engine_defaults  # noqa: E402
+from inference.backends import (GenerationRequest, SamplingSettings, VLLMBackend, engine_arguments,  # noqa: E402
+                                engine_counters)
 from inference.store import sample_seed  # noqa: E402
-from tasks.prompts import STUDY_STOP_STRINGS, format_prompt  # noqa: E402
+from tasks.prompts import STUDY_STOP_STRINGS, format_prompt, shots_per_problem  # noqa: E402
+
+CPU_DEFAULT_BLOCK_SIZE = 128  # vLLM-CPU's own block size: the lab's engines used it before backend.block_size
+LINES: list[str] = []
+
+
+def report(line: str) -> None:
+    """Print a result line and keep it for --out."""
+    print(line, flush=True)
+    LINES.append(line)
 
 
 def toy_model(name: str | None) -> tuple[str, list[str]]:
@@ -62,47 +84,66 @@ def d512_model(layers: int, work_dir: Path) -> str:
     return str(out)
 
 
-def prompts_for(kind: str, num_problems: int) -> list[str]:
+def prompts_for(kind: str, num_problems: int, num_shots: int = 0) -> list[str]:
+    """Test prompts; `num_shots` train examples drawn per problem (`tasks.prompts.shots_per_problem`, seed 0)."""
     from tasks.datasets import load_problems
 
-    if kind == "toy":
-        rows = load_problems("toy", split="test", limit=num_problems, num_problems=max(num_problems, 64))
-    else:
-        rows = load_problems("gsm8k", split="test", limit=num_problems, shuffle_seed=0)
-    return [format_prompt(row["question"]) for row in rows]
+    options = {"num_problems": max(num_problems, 64)} if kind == "toy" else {}
+    name = "toy" if kind == "toy" else "gsm8k"
+    rows = load_problems(name, split="test", limit=num_problems, shuffle_seed=None if kind == "toy" else 0, **options)
+    shots = [[] for _ in rows]
+    if num_shots:
+        shots = shots_per_problem(load_problems(name, split="train", **options), num_shots, 0, len(rows))
+    return [format_prompt(row["question"], shots=s) for row, s in zip(rows, shots)]
 
 
-def engine_counters(llm) -> tuple[float, float]:
-    """(engine steps, tokens scheduled) so far, from vLLM's own metrics (`disable_log_stats=False`)."""
-    steps = tokens = 0.0
-    for metric in llm.get_metrics():
-        if metric.name == "vllm:iteration_tokens_total":
-            steps += metric.count
-            tokens += metric.sum
-    return steps, tokens
-
-
-def lab_path(llm, prompts: list[str], samples: int, sampling: SamplingSettings, extra: dict) -> tuple[float, int]:
+def lab_path(llm, prompts: list[str], samples: int, sampling: SamplingSettings, extra: dict) -> list[tuple]:
     backend = VLLMBackend("", llm=llm, sampling_kwargs=extra)
     requests = [GenerationRequest(p, sample_seed(0, p, i), sampling, key=f"{j}-{i}")
                 for j, p in enumerate(prompts) for i in range(samples)]
-    start = time.perf_counter()
-    results = backend.generate(requests)
-    elapsed = time.perf_counter() - start
-    return elapsed, sum(r.num_tokens for r in results)
+    return [(r.completion, r.num_tokens) for r in backend.generate(requests)]
 
 
-def study_loop(llm, prompts: list[str], samples: int, sampling: SamplingSettings, extra: dict) -> tuple[float, int]:
+def study_loop(llm, prompts: list[str], samples: int, sampling: SamplingSettings, extra: dict) -> list[tuple]:
     from vllm import SamplingParams
 
     params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
                             max_tokens=sampling.max_new_tokens, stop=list(sampling.stop), **extra)
-    tokens = 0
-    start = time.perf_counter()
+    samples_out = []
     for prompt in prompts:  # one generate call per problem, [prompt] * samples, as the study's loop
         outputs = llm.generate([prompt] * samples, params, use_tqdm=False)
-        tokens += sum(len(c.token_ids) for o in outputs for c in o.outputs)
-    return time.perf_counter() - start, tokens
+        samples_out += [(c.text, len(c.token_ids)) for o in outputs for c in o.outputs]
+    return samples_out
+
+
+def timed(llm, path, prompts: list[str], args: argparse.Namespace, sampling: SamplingSettings,
+          extra: dict) -> dict:
+    """One run of a path from an empty prefix cache: wall and CPU seconds, samples, engine counter deltas."""
+    llm.reset_prefix_cache()  # the paths share prompts: neither may start from the other's cached blocks
+    before = engine_counters(llm)
+    start, cpu = time.perf_counter(), time.process_time()
+    samples = path(llm, prompts, args.samples, sampling, extra)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    after = engine_counters(llm)
+    return {"wall": wall, "cpu": cpu, "samples": samples, **{k: after[k] - before[k] for k in after}}
+
+
+def build_engine(model_dir: str, args: argparse.Namespace, block_size: int | None):
+    """An engine as `moelab sweep` builds it on this machine (`engine_arguments`), counters on."""
+    from vllm import LLM
+
+    return LLM(model=model_dir, dtype="float32", enable_prefix_caching=True, max_num_seqs=args.max_num_seqs,
+               seed=0, disable_log_stats=False, **engine_arguments(enforce_eager=True, block_size=block_size))
+
+
+def path_line(title: str, runs: list[dict], work: int) -> str:
+    wall, cpu = statistics.median(r["wall"] for r in runs), statistics.median(r["cpu"] for r in runs)
+    r = runs[-1]
+    generated = sum(n for _, n in r["samples"])
+    return (f"  {title}: {work / wall:8.1f} samples/s ({wall:6.1f} s wall, {cpu:6.1f} s CPU, medians of {len(runs)}; "
+            f"{generated / work:5.1f} tokens/sample; {r['engine_steps']:5.0f} engine steps, "
+            f"{r['scheduled_tokens']:8.0f} tokens scheduled, {r['prompt_tokens']:7.0f} prompt tokens, "
+            f"{r['computed_prompt_tokens']:7.0f} computed)")
 
 
 def print_step_model(lab: float, study: float, engine: dict) -> None:
@@ -120,48 +161,72 @@ def print_step_model(lab: float, study: float, engine: dict) -> None:
     per_step = (lab * study_tokens - study * lab_tokens) / det
     per_token = (lab_steps * study - study_steps * lab) / det
     if per_step <= 0 or per_token <= 0:
-        print("  step model: the two paths do not fit time = a*steps + b*tokens (noisy run?)")
+        report("  step model: the two paths do not fit time = a*steps + b*tokens (noisy run?)")
         return
-    print(f"  step model: {1000 * per_step:.2f} ms per engine step + {1e6 * per_token:.1f} us per scheduled token; "
+    report(f"  step model: {1000 * per_step:.2f} ms per engine step + {1e6 * per_token:.1f} us per scheduled token; "
           f"per-token work is {per_token * study_tokens / study:.0%} of the study loop's time, so no scheduling "
           f"of this work beats {study / (per_token * lab_tokens):.2f}x here")
 
 
-def bench_model(label: str, model_dir: str, prompts: list[str], args: argparse.Namespace, extra: dict) -> float:
-    from vllm import LLM
-
+def bench_model(label: str, model_dir: str, prompts: list[str], args: argparse.Namespace, extra: dict,
+                compare_default_blocks: bool = False) -> float:
     sampling = SamplingSettings(temperature=args.temperature, top_p=args.top_p,
                                 max_new_tokens=args.max_new_tokens, stop=tuple(STUDY_STOP_STRINGS))
-    llm = LLM(model=model_dir, dtype="float32", enforce_eager=True, enable_prefix_caching=True,
-              max_num_seqs=args.max_num_seqs, seed=0, disable_log_stats=False, **cpu_engine_defaults())
-    # warm-up: the first logprobs request in a process pays a one-time cost; keep it out of both timings
-    lab_path(llm, prompts[:2], 2, sampling, extra)
-    study_loop(llm, prompts[:1], 2, sampling, extra)
-    lab_s, study_s, engine = [], [], {}
-    for _ in range(args.repeats):  # alternate, so load from other jobs hits both paths alike
-        for name, path, times in (("lab", lab_path, lab_s), ("study", study_loop, study_s)):
-            before = engine_counters(llm)
-            elapsed, tokens = path(llm, prompts, args.samples, sampling, extra)
-            after = engine_counters(llm)
-            times.append(elapsed)
-            engine[name] = (tokens, after[0] - before[0], after[1] - before[1])
-    work = len(prompts) * args.samples
-    lab, study = statistics.median(lab_s), statistics.median(study_s)
-    print(f"{label}: {len(prompts)} problems x {args.samples} samples, T={args.temperature} top_p={args.top_p}, "
-          f"max {args.max_new_tokens} tokens, stop {STUDY_STOP_STRINGS}"
-          f"{', EOS bias ' + str(args.eos_bias) if extra else ''}")
-    for name, title, seconds in (("lab", "lab sweep path ", lab), ("study", "study loop     ", study)):
-        generated, steps, scheduled = engine[name]
-        print(f"  {title}: {work / seconds:8.1f} samples/s  ({seconds:6.1f} s median of {args.repeats}, "
-              f"{generated / work:5.1f} tokens/sample; {steps:5.0f} engine steps, {scheduled:8.0f} tokens scheduled, "
-              f"{1000 * seconds / steps:6.1f} ms/step)")
-    print_step_model(lab, study, engine)
-    print(f"  ratio {label}: {study / lab:.2f}", flush=True)
-    del llm
-    import gc
-
+    # In one process, so the timed runs interleave and share the machine's load alike. vLLM's counters are
+    # process-wide and only the newest engine's reach them, so the lab's engine is built last.
+    default_blocks = build_engine(model_dir, args, CPU_DEFAULT_BLOCK_SIZE) if compare_default_blocks else None
+    engine = build_engine(model_dir, args, None)
+    engines = {"lab": engine, "study": engine}  # the same engine: only the scheduling of the work differs
+    if default_blocks is not None:
+        engines["lab-128"] = default_blocks
+    block_size = engines["lab"].llm_engine.vllm_config.cache_config.block_size
+    paths = {"lab": lab_path, "study": study_loop, "lab-128": lab_path}
+    for name, llm in engines.items():
+        # warm-up: the first logprobs request in a process pays a one-time cost; keep it out of the timings
+        paths[name](llm, prompts[:2], 2, sampling, extra)
+    runs: dict[str, list[dict]] = {name: [] for name in engines}
+    for _ in range(args.repeats):  # alternate, so load from other jobs hits every path alike
+        for name, llm in engines.items():
+            runs[name].append(timed(llm, paths[name], prompts, args, sampling, extra))
+    del engines, engine, llm, default_blocks
     gc.collect()
-    return study / lab
+    if compare_default_blocks:  # the default-block engine's counters: one more (untimed) run on a newest engine
+        counted = build_engine(model_dir, args, CPU_DEFAULT_BLOCK_SIZE)
+        run = timed(counted, lab_path, prompts, args, sampling, extra)
+        runs["lab-128"][-1].update({k: v for k, v in run.items() if k not in ("wall", "cpu", "samples")})
+        del counted
+        gc.collect()
+    work = len(prompts) * args.samples
+    per_prompt = runs["lab"][-1]["prompt_tokens"] / work
+    report(f"{label}: {len(prompts)} problems x {args.samples} samples, T={args.temperature} top_p={args.top_p}, "
+           f"max {args.max_new_tokens} tokens, stop {STUDY_STOP_STRINGS}"
+           f"{', EOS bias ' + str(args.eos_bias) if extra else ''}; {per_prompt:.0f} prompt tokens per sample on "
+           f"average, KV block size {block_size}")
+    report(path_line("lab sweep path ", runs["lab"], work))
+    report(path_line("study loop     ", runs["study"], work))
+    lab, study = runs["lab"][-1], runs["study"][-1]
+    report(f"  computed prompt tokens: lab path {lab['computed_prompt_tokens']:.0f} = "
+           f"{lab['computed_prompt_tokens'] / study['prompt_tokens']:.1%} of the study loop's "
+           f"{study['prompt_tokens']:.0f} prompt tokens (the study loop on this engine computes "
+           f"{study['computed_prompt_tokens'] / study['prompt_tokens']:.1%}: vLLM v1 shares blocks within a step too)")
+    report(f"  prefix-cache hit rate (lab path): {lab['prefix_cache_hits'] / max(lab['prefix_cache_queries'], 1):.0%}"
+           f"  (engine counters: the engine-side proxy for GPU cost, not this CPU's time)")
+    if compare_default_blocks:
+        before = runs["lab-128"]
+        report(path_line(f"lab, block {CPU_DEFAULT_BLOCK_SIZE}", before, work) + "  <- vLLM-CPU's default blocks")
+        report(f"  prefix-cache hit rate (lab path, block {CPU_DEFAULT_BLOCK_SIZE}): "
+               f"{before[-1]['prefix_cache_hits'] / max(before[-1]['prefix_cache_queries'], 1):.0%}")
+        cpu_new = statistics.median(r["cpu"] for r in runs["lab"])
+        cpu_old = statistics.median(r["cpu"] for r in before)
+        same = sum(a == b for a, b in zip(lab["samples"], before[-1]["samples"]))
+        report(f"  lab path CPU time, block {block_size} vs {CPU_DEFAULT_BLOCK_SIZE}: {cpu_new:.1f} s vs "
+               f"{cpu_old:.1f} s ({cpu_new / cpu_old:.2f}x, medians); samples (text, tokens) identical: {same}/{work}")
+    study_s = statistics.median(r["wall"] for r in runs["study"])
+    lab_s = statistics.median(r["wall"] for r in runs["lab"])
+    print_step_model(lab_s, study_s, {name: (0, runs[name][-1]["engine_steps"], runs[name][-1]["scheduled_tokens"])
+                                      for name in ("lab", "study")})
+    report(f"  ratio {label}: {study_s / lab_s:.2f}")
+    return study_s / lab_s
 
 
 def main() -> None:
@@ -186,6 +251,10 @@ def main() -> None:
                         help="EOS logit bias for the random d512 model (~3%% EOS per token: mean length ~30, "
                              "a long tail to the limit); 0 = none")
     parser.add_argument("--work-dir", default=None, help="where the d512 stand-in is written (default: temp dir)")
+    parser.add_argument("--toy-shots", default="0,1",
+                        help="toy cases: comma list of shots per prompt (one train example drawn per problem); "
+                             "the 1-shot case also runs the lab path on vLLM-CPU's default 128-token blocks")
+    parser.add_argument("--out", default=None, help="also write the report lines to this file")
     args = parser.parse_args()
 
     ratios = {}
@@ -194,8 +263,10 @@ def main() -> None:
         for kind in args.models.split(","):
             if kind == "toy":
                 model_dir, _ = toy_model(args.toy_model)
-                ratios["toy"] = bench_model(f"toy ({Path(model_dir).name})", model_dir,
-                                            prompts_for("toy", args.problems), args, {})
+                for shots in (int(k) for k in args.toy_shots.split(",")):
+                    ratios["toy"] = bench_model(f"toy ({Path(model_dir).name}) {shots}-shot", model_dir,
+                                                prompts_for("toy", args.problems, shots), args, {},
+                                                compare_default_blocks=shots > 0)
             elif kind == "d512":
                 model_dir = d512_model(args.d512_layers, work_dir)
                 extra = {"logit_bias": {2: args.eos_bias}} if args.eos_bias else {}
@@ -205,7 +276,12 @@ def main() -> None:
                                              prompts_for("gsm8k", args.d512_problems), d512_args, extra)
             else:
                 raise SystemExit(f"unknown model kind {kind!r}: use toy, d512")
-    print(f"ratio: {ratios.get('d512', ratios.get('toy', float('nan'))):.2f}")
+    report(f"ratio: {ratios.get('d512', ratios.get('toy', float('nan'))):.2f}")
+    if args.out:
+        from core.files import atomic_write
+
+        header = f"# .venv/bin/python bench/sweep.py {' '.join(sys.argv[1:])}  ({os.cpu_count()} CPUs)\n"
+        atomic_write(args.out, lambda temp: temp.write_text(header + "\n".join(LINES) + "\n"))
 
 
 if __name__ == "__main__":

@@ -17,11 +17,14 @@ Three steps, kept apart so each can be reused:
   3. `paired_differences`: strategy A minus strategy B (same model), and model A minus model B
      (same strategy, shared problems), with bootstrap CIs of the difference.
 best_of_n ranks samples by the score column (`--score-column`, default `score`, else
-`mean_logprob`); weighted_majority sums it per answer, except that `mean_logprob` is summed as
-exp(mean_logprob) (the per-token geometric-mean probability), so that every vote adds weight.
+`mean_logprob`); weighted_majority sums a non-negative weight per answer, a monotone map of the score
+(`vote_weights`, `--vote-weight`): by default exp(mean_logprob) (the per-token geometric-mean
+probability) and sigmoid(score) for any other column (reward-model logits and scores), so that every
+vote adds weight; summing raw negative scores would invert the vote (A,A,A at -1 each lose to B at -2).
+`--vote-weight raw` sums the scores as they are, as the study summed ArmoRM's (said in a warning).
 Compute axes: mean_tokens = k x mean generated tokens per sample (prompt tokens are not counted);
-flops = 2 x active parameters x mean_tokens (forward pass, Kaplan et al. 2020), active parameters
-from the checkpoint index (NaN for names the index does not know).
+flops = `inference.compute.generation_flops` (2 x non-embedding active parameters x k x (prompt +
+generated tokens per sample); NaN for names the index does not know or samples without `prompt_tokens`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ import json
 import math
 import sys
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,8 @@ import numpy as np
 from inference.estimators import (STRATEGIES, ProblemSamples, best_of_n_at_k, majority_at_k, pass_at_k,
                                   prefix_batch, weighted_majority_at_k)
 from core.errors import UserError
+from inference.compute import forward_params, generation_flops
+from core.stats import bootstrap_ci, bootstrap_weights  # noqa: F401 - the one bootstrap; re-exported for callers
 
 COLUMNS = ["model", "strategy", "k", "accuracy", "ci_low", "ci_high", "num_problems", "mean_tokens", "flops",
            "estimator"]
@@ -58,6 +62,7 @@ class ModelEstimates:
     values: dict[str, np.ndarray] = field(default_factory=dict)
     estimator: dict[str, list[str]] = field(default_factory=dict)  # per strategy, one label per k
     tokens_per_sample: float = math.nan
+    prompt_tokens_per_sample: float = math.nan  # for the FLOPs axis (inference.compute)
 
 
 # ---------------------------------------------------------------- reading the samples table
@@ -169,6 +174,26 @@ def _column(table, name: str, kind: str, where: str) -> np.ndarray:
         raise UserError(f"{where}: column {name!r} cannot be read as {kind}: {err}") from None
 
 
+VOTE_WEIGHTS = ("auto", "exp", "sigmoid", "raw")
+
+
+def vote_weights(score: np.ndarray, score_name: str, how: str = "auto", where: str = "samples") -> np.ndarray:
+    """The weight a sample adds to its answer in weighted majority: a monotone map of its score (so
+    best-of-n, which ranks by it, is unchanged). `auto`: exp for `mean_logprob`, sigmoid otherwise."""
+    if how not in VOTE_WEIGHTS:
+        raise UserError(f"vote weight must be one of {', '.join(VOTE_WEIGHTS)}; got {how!r}")
+    if how == "auto":
+        how = "exp" if score_name == "mean_logprob" else "sigmoid"
+    if how == "exp":
+        return np.exp(score)
+    if how == "sigmoid":
+        return np.exp(-np.logaddexp(0.0, -score))  # 1 / (1 + e^-x) without overflow
+    if np.nanmin(score, initial=0.0) < 0:
+        print(f"warning: {where}: weighted majority sums raw scores, some negative ({score_name}), as the study "
+              f"summed its reward model's: a negative score votes against its answer", file=sys.stderr)
+    return score
+
+
 def pick_score_column(names: list[str], score_column: str | None, where: str) -> str | None:
     """`score_column` if given (must exist), else `score`, else `mean_logprob`, else None."""
     if score_column:
@@ -189,9 +214,11 @@ def default_ks(n: int) -> list[int]:
 
 def estimate_per_problem(samples, ks: list[int] | None = None, strategies: list[str] | None = None, *,
                          estimator: str = "exact", score_column: str | None = None, seed: int = 0,
-                         mc_draws: int = 2000, workers: int = 1, where: str | None = None) -> list[ModelEstimates]:
+                         mc_draws: int = 2000, workers: int = 1, where: str | None = None,
+                         vote_weight: str = "auto") -> list[ModelEstimates]:
     """Every model's per-problem accuracy at every k for every strategy (see module docstring).
-    workers: processes for the voting strategies (results are identical for any number)."""
+    workers: processes for the voting strategies (results are identical for any number).
+    vote_weight: how weighted majority turns scores into weights (`vote_weights`)."""
     where = where or (str(samples) if isinstance(samples, (str, Path)) else "samples")
     table = read_samples(samples)
     names = table.column_names
@@ -227,8 +254,9 @@ def estimate_per_problem(samples, ks: list[int] | None = None, strategies: list[
     sample_idx = _column(table, "sample_idx", "int", where)
     correct = _column(table, "correct", "bool", where)
     score = _column(table, score_name, "float", where) if score_name else None
-    weight = None if score is None else (np.exp(score) if score_name == "mean_logprob" else score)
+    weight = None if score is None else vote_weights(score, score_name, vote_weight, where)
     tokens = _column(table, "num_tokens", "float", where) if "num_tokens" in names else None
+    prompt_tokens = _column(table, "prompt_tokens", "float", where) if "prompt_tokens" in names else None
 
     order = np.lexsort((sample_idx, problem_code, model_code))
     keys = np.stack([model_code[order], problem_code[order], sample_idx[order]])
@@ -253,9 +281,9 @@ def estimate_per_problem(samples, ks: list[int] | None = None, strategies: list[
         est = ModelEstimates(model=model_names[m_code], ks=model_ks,
                              problem_ids=[problem_names[problem_code[order[a]]] for a, _ in groups])
         if tokens is not None:
-            per_problem = [np.nanmean(tokens[order[a:b]]) if np.isfinite(tokens[order[a:b]]).any() else math.nan
-                           for a, b in groups]
-            est.tokens_per_sample = float(np.nanmean(per_problem)) if np.isfinite(per_problem).any() else math.nan
+            est.tokens_per_sample = _mean_per_sample(tokens, order, groups)
+        if prompt_tokens is not None:
+            est.prompt_tokens_per_sample = _mean_per_sample(prompt_tokens, order, groups)
         for strategy in strategies:
             if strategy in ("pass", "best_of_n") or estimator == "prefix":
                 est.values[strategy], est.estimator[strategy] = _estimate(problems, strategy, model_ks, estimator)
@@ -267,6 +295,13 @@ def estimate_per_problem(samples, ks: list[int] | None = None, strategies: list[
         est.estimator = {s: est.estimator[s] for s in strategies}
         results.append(est)
     return results
+
+
+def _mean_per_sample(values: np.ndarray, order: np.ndarray, groups: list) -> float:
+    """Mean over problems of each problem's mean over its samples (NaN where nothing is known)."""
+    per_problem = [np.nanmean(values[order[a:b]]) if np.isfinite(values[order[a:b]]).any() else math.nan
+                   for a, b in groups]
+    return float(np.nanmean(per_problem)) if np.isfinite(per_problem).any() else math.nan
 
 
 def _problem(answer_code: np.ndarray, correct: np.ndarray, weight: np.ndarray | None) -> ProblemSamples:
@@ -357,48 +392,19 @@ def _votes_chunk(problems, strategies, ks, force_monte_carlo, seed, draws):
 
 # ---------------------------------------------------------------- bootstrap, summary, differences
 
-def bootstrap_weights(num_problems: int, resamples: int, seed: int) -> np.ndarray:
-    """(resamples, problems) multiplicities of a percentile bootstrap over problems (Efron 1979)."""
-    rng = np.random.default_rng(seed)
-    return rng.multinomial(num_problems, np.full(num_problems, 1.0 / num_problems), size=resamples)
-
-
-def bootstrap_ci(per_problem: np.ndarray, resamples: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean over problems (axis 0) and its percentile-bootstrap interval, per column."""
-    per_problem = np.asarray(per_problem, dtype=float).reshape(len(per_problem), -1)
-    mean = per_problem.mean(0)
-    if resamples <= 0:
-        return mean, np.full_like(mean, math.nan), np.full_like(mean, math.nan)
-    means = bootstrap_weights(len(per_problem), resamples, seed) @ per_problem / len(per_problem)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail], axis=0)
-    return mean, low, high
-
-
-@lru_cache(maxsize=256)
-def active_params(model: str) -> float:
-    """Active parameters from the checkpoint index; NaN when the index or the name is unknown."""
-    try:
-        from checkpoints_index.index import resolve
-
-        return float(resolve(model).active_params)
-    except Exception:  # noqa: BLE001 - compute axes are optional: an unknown model gets NaN, never an error
-        return math.nan
-
-
 def summarize(estimates: list[ModelEstimates], bootstrap: int = 1000, seed: int = 0) -> list[dict]:
     """Tidy rows (COLUMNS): one per model x strategy x k."""
     rows = []
     for est in estimates:
-        active = active_params(est.model)
+        params = forward_params(est.model)
         for strategy, values in est.values.items():
             mean, low, high = bootstrap_ci(values, bootstrap, seed)
             for j, k in enumerate(est.ks):
                 tokens = k * est.tokens_per_sample
                 rows.append(dict(model=est.model, strategy=strategy, k=k, accuracy=float(mean[j]),
                                  ci_low=float(low[j]), ci_high=float(high[j]), num_problems=len(values),
-                                 mean_tokens=tokens, flops=2.0 * active * tokens,
+                                 mean_tokens=tokens,
+                                 flops=generation_flops(params, k, est.prompt_tokens_per_sample, est.tokens_per_sample),
                                  estimator=est.estimator[strategy][j]))
     return rows
 
@@ -441,10 +447,11 @@ def _positions(est: ModelEstimates, ids: list[str]) -> list[int]:
 
 def aggregate_samples(samples, ks: list[int] | None = None, strategies: list[str] | None = None, *,
                       estimator: str = "exact", bootstrap: int = 1000, seed: int = 0,
-                      score_column: str | None = None, mc_draws: int = 2000, workers: int = 1) -> list[dict]:
+                      score_column: str | None = None, mc_draws: int = 2000, workers: int = 1,
+                      vote_weight: str = "auto") -> list[dict]:
     """Scored samples (path, pyarrow Table or list of dicts) -> tidy metric rows (COLUMNS)."""
     estimates = estimate_per_problem(samples, ks, strategies, estimator=estimator, score_column=score_column,
-                                     seed=seed, mc_draws=mc_draws, workers=workers)
+                                     seed=seed, mc_draws=mc_draws, workers=workers, vote_weight=vote_weight)
     return summarize(estimates, bootstrap, seed)
 
 

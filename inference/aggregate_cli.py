@@ -8,6 +8,7 @@ them; an unknown name does.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import sys
 
 from core.errors import UserError
@@ -43,6 +44,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of any Monte Carlo")
     parser.add_argument("--score-column", default=None,
                         help="numeric column for best_of_n / weighted_majority (default: score, else mean_logprob)")
+    parser.add_argument("--format", default="auto", choices=["auto", "table", "lm-eval", "rewarded"],
+                        help="input format (inference/formats.py): the lab's table, lm-eval --log_samples lines, or "
+                             "verl/open-r1 reward-labelled rows; auto = from the first row")
+    parser.add_argument("--rule", default=None, choices=["lab", "study", "study_grpo"],
+                        help="lm-eval samples: re-score every response with this rule (needs --task); default: "
+                             "lm-eval's own per-document metric (one response per document)")
+    parser.add_argument("--task", default=None, choices=["gsm8k", "math", "toy"],
+                        help="checker task for --rule")
+    parser.add_argument("--filter", default=None, help="lm-eval samples: which filter's lines (default: the first)")
+    parser.add_argument("--vote-weight", default="auto", choices=["auto", "exp", "sigmoid", "raw"],
+                        help="weighted_majority's weight per sample, a monotone map of the score: auto = exp for "
+                             "mean_logprob, sigmoid for other scores (non-negative: every vote counts for its "
+                             "answer); raw = the scores as they are (the study's sum)")
     parser.add_argument("--mc-draws", type=int, default=2000, help="random subsets per k where Monte Carlo is used")
     parser.add_argument("--paired", default=None, metavar="PAIRS.csv",
                         help="also write paired differences (strategy vs strategy per model, model vs model per "
@@ -64,9 +78,17 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--strategies: unknown {', '.join(unknown)}; choose from {', '.join(STRATEGIES)}")
     if args.mc_draws < 2000:
         raise UserError(f"--mc-draws: at least 2000 random subsets per k, got {args.mc_draws}")
-    estimates = estimate_per_problem(args.samples, ks, strategies, estimator=args.estimator,
+    samples = args.samples
+    if args.format != "table" and str(samples).endswith(".jsonl") and Path(samples).is_file():
+        from inference.formats import read_jsonl_rows, to_scored_rows
+
+        rows = read_jsonl_rows(samples)
+        if args.format != "auto" or (rows and "problem_id" not in rows[0]):
+            samples = to_scored_rows(rows, args.format, task=args.task, rule=args.rule, filter_name=args.filter,
+                                     where=str(args.samples))
+    estimates = estimate_per_problem(samples, ks, strategies, estimator=args.estimator,
                                      score_column=args.score_column, seed=args.seed, mc_draws=args.mc_draws,
-                                     workers=max(1, args.workers))
+                                     workers=max(1, args.workers), vote_weight=args.vote_weight)
     rows = summarize(estimates, args.bootstrap, args.seed)
     path = write_csv(rows, args.out)
     models = ", ".join(e.model for e in estimates)

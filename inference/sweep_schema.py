@@ -24,6 +24,10 @@ class SweepDataConfig:
                                                   "null keeps the file order")
     num_shots: int = config_field(0, "k-shot examples from the train split in front of every prompt (study: 0)")
     shots_seed: int = config_field(0, "seed drawing the k-shot examples")
+    shots: str = config_field("per_problem", "per_problem: a fresh seeded draw of k-shot examples for each problem "
+                                             "(the study's generator, lm-eval's sampler); fixed: one set for all")
+    prompt: str = config_field("qa", "prompt style: qa = `Question: {q}\\nAnswer:` (GSM8K), minerva = "
+                                     "`Problem:\\n{q}\\n\\nSolution:` with Minerva's 0/2/4 examples (the study's MATH)")
     task: Optional[str] = config_field(
         None, "answer checker task (gsm8k, math, toy) or a dataset name that has one; null = from the dataset "
               "table (tasks.datasets) or the rows' `task` field")
@@ -53,22 +57,42 @@ class SweepBackendConfig:
     max_model_len: Optional[int] = config_field(None, "vLLM context limit (prompt + completion); null = model's")
     max_num_seqs: Optional[int] = config_field(None, "vLLM max sequences per engine step; null = vLLM default")
     enable_prefix_caching: bool = config_field(True, "vLLM prefix caching (the N samples of a prompt share it)")
-    enforce_eager: bool = config_field(True, "vLLM eager mode (no graph capture: fast start, required on CPU)")
+    enforce_eager: Optional[bool] = config_field(None, "vLLM eager mode; null = false where CUDA is present (graph "
+                                                       "capture), true on CPU (graphs there only add start-up time)")
+    block_size: Optional[int] = config_field(None, "vLLM KV block size in tokens; prefix caching shares whole blocks "
+                                                   "only. null = 32 on vLLM-CPU (its 128 shares no prompt shorter "
+                                                   "than 129 tokens), vLLM's choice on GPU (16)")
     engine_kwargs: dict[str, Any] = config_field({}, "extra keyword arguments passed to vllm.LLM as is")
-    server_url: str = config_field("http://127.0.0.1:8000", "base URL of the OpenAI-compatible server")
+    server_url: str = config_field("http://127.0.0.1:8000", "base URL of the OpenAI-compatible server (shorthand for "
+                                                            "a one-element server_urls)")
+    server_urls: list[str] = config_field([], "base URLs of several servers (e.g. one `vllm serve` per node); "
+                                              "each prompt's samples go to one of them. Non-empty: replaces "
+                                              "server_url")
     server_model: Optional[str] = config_field(None, "model name the server serves; null = the model's source")
-    concurrency: int = config_field(64, "server backend: requests in flight")
+    concurrency: int = config_field(64, "server backend: requests in flight per server")
     request_timeout_s: float = config_field(600.0, "server backend: seconds per request before retrying")
+    retries: int = config_field(5, "server backend: retries of a request on HTTP 408/409/429/5xx, timeouts and "
+                                   "refused connections (openai client: back-off 0.5 s doubling to 8 s, or the "
+                                   "server's Retry-After)")
 
 
 @dataclass
 class SweepScoringConfig:
-    execute_code: bool = config_field(False, "execute `simple_math_problem()` / <llm-code> answers in the sandbox "
-                                             "(on for the released checkpoints, as the study did)")
+    rule: str = config_field("lab", "whose verdict (rewards/rules.py): lab, study (the study's TTC evaluator: "
+                                    "first-match regex / Minerva, is_equiv, no code, votes on strings), study_grpo "
+                                    "(the study's GRPO reward); recorded in scored.parquet and metrics.csv")
+    execute_code: bool = config_field(False, "rule=lab: execute `simple_math_problem()` / <llm-code> answers in "
+                                             "the sandbox (the study's TTC evaluator never did; its GRPO reward did)")
     timeout_s: float = config_field(5.0, "hard deadline per verdict, seconds")
     reward_model: Optional[str] = config_field(None, "sequence-classification reward model (local dir or hub id) "
                                                      "scoring every sample for best-of-n; null = none")
-    reward_model_batch_size: int = config_field(16, "samples per reward-model forward pass")
+    reward_model_kind: str = config_field("auto", "reward-model adapter: armo (ArmoRM custom code, output.score), "
+                                                  "skywork (sigmoid of the logit), sequence_classification (the "
+                                                  "logit); auto = from the name")
+    reward_model_trust_remote_code: Optional[bool] = config_field(
+        None, "run the reward model repository's own code; null = only for kind armo")
+    reward_model_dtype: str = config_field("float32", "reward-model weights dtype (the study: bfloat16 on GPU)")
+    reward_model_batch_size: int = config_field(16, "samples per reward-model forward pass (ArmoRM: one)")
     best_of_n_score: str = config_field("mean_logprob", "column best_of_n and weighted_majority rank by: "
                                                         "mean_logprob, or reward_model (needs scoring.reward_model)")
 
@@ -81,6 +105,9 @@ class SweepAggregateConfig:
     estimator: str = config_field("exact", "exact (expectation over k-subsets without replacement), "
                                            "monte_carlo, or prefix (the study's first-k numbers)")
     bootstrap: int = config_field(1000, "percentile-bootstrap resamples over problems for the CIs")
+    vote_weight: str = config_field("auto", "weighted_majority's weight per sample: auto (exp for mean_logprob, "
+                                            "sigmoid for reward-model scores: never negative), exp, sigmoid, raw "
+                                            "(the scores as they are: the study summed ArmoRM's)")
     seed: int = config_field(0, "seed of the bootstrap and of Monte-Carlo estimates")
 
 

@@ -14,6 +14,7 @@ import sys
 
 from core.errors import exit_status
 from core.platform import prepare_vllm_environment
+from moelab import __version__
 
 # name -> (module with add_arguments/run, one-line help). Order = order in `moelab --help`.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -21,16 +22,24 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "config": ("moelab.config_cli", "print a recipe merged with key=value overrides and validated"),
     "toy": ("moelab.toy_cli", "train and evaluate the toy MoE sparsity family"),
     "score": ("rewards.cli", "score completions (JSONL) against gold answers: status, reward, pred, cluster"),
+    "rule-audit": ("moelab.rule_audit", "how often each scoring rule (lab, study, study_grpo) accepts a dataset's "
+                                        "own reference solutions"),
     "sweep": ("inference.sweep_cli", "test-time compute sweep: generate, score, aggregate and plot"),
     "aggregate": ("inference.aggregate_cli", "pass@k, majority@k, best-of-n, weighted vote with bootstrap CIs"),
     "plot": ("inference.plot_cli", "accuracy vs samples / tokens / FLOPs, and the cross-model view"),
+    "eval": ("inference.lm_eval_cli", "few-shot benchmarks through lm-evaluation-harness (the study's suites)"),
+    "taskloss": ("inference.taskloss_cli", "the study's task loss: bits per answer token and byte, {prompt, answer}"),
     "grpo": ("rl.cli", "GRPO post-training from a recipe (TRL + DeepSpeed + vLLM)"),
     "demo": ("moelab.demo", "the main job: sweep, GRPO and sweep again over a model family, with a report"),
+    "push": ("moelab.push_cli", "upload a sweep (dataset) or a finished GRPO run (model + card) to the hub"),
+    "deficit": ("moelab.deficit", "the reasoning deficit: accuracy vs task loss and TPP, and whether TTC or GRPO "
+                                  "closes the gap"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moelab", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"moelab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         module = importlib.import_module(module_name)

@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["show", "fields"],
                         help="show: print RECIPE merged with overrides; fields: list a recipe kind's keys with help")
     parser.add_argument("recipe", help="recipe YAML (show) or recipe kind (fields), e.g. sweep, grpo")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. sampling.n=64")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. sampling.num_samples=64")
 
 
 def run(args: argparse.Namespace) -> int:

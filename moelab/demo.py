@@ -11,7 +11,9 @@ records the same base weights and recipe, else it is moved aside to `<dir>.stale
   1. sweep every member (N samples per problem + greedy) -> <run>/before/
   2. GRPO every member with the same budget            -> <run>/grpo/<member>/
   3. sweep every GRPO'd member the same way            -> <run>/after/
-  4. plots and report.md                               -> <run>/plots/, <run>/report.md
+  4. the deficit analysis of both sweeps (`moelab deficit`: paired before/after CIs, gap tests,
+     figures; with `deficit_recipe`, its eval and taskloss sub-jobs run on the members) -> <run>/deficit/
+  5. plots and report.md                               -> <run>/plots/, <run>/report.md
 
 The report quotes numbers straight from the metrics CSVs (a test re-derives them).
 """
@@ -75,6 +77,20 @@ def finished_grpo_run(grpo_cfg: Any) -> dict | None:
     return None
 
 
+def run_deficit_stage(cfg: Any, run_dir: Path, models: list[str], trained: dict[str, str], before_dir: Path,
+                      after_dir: Path, quick: bool) -> Path:
+    """`moelab deficit` on the demo's own sweeps (never sweeping or training again); returns its run directory."""
+    from moelab.deficit import run_deficit
+    from moelab.deficit_schema import DeficitConfig
+
+    overrides = [*cfg.deficit_overrides, *(cfg.quick.deficit_overrides if quick else []),
+                 f"models={json.dumps(models)}", f"output_dir={run_dir}", "run_name=deficit",
+                 f"sweep.output={before_dir}", "sweep.recipe=null", f"grpo.after_sweep={after_dir}", "grpo.recipe=null",
+                 f"grpo.trained={json.dumps(trained)}"]
+    run_deficit(load_config(cfg.deficit_recipe, overrides, schema=DeficitConfig))
+    return run_dir / "deficit"
+
+
 def run_demo(cfg: Any, quick: bool = False) -> Path:
     """Run (or resume) the whole demo; returns the path of report.md."""
     from inference.sweep import run_sweep
@@ -95,18 +111,21 @@ def run_demo(cfg: Any, quick: bool = False) -> Path:
         return Path(run_sweep(sweep_cfg)["metrics"])
 
     # Validate the GRPO recipe for every member before the first (long) sweep starts.
-    grpo_cfgs = {m: load_config(cfg.grpo_recipe, [*grpo_overrides, f"model.name={m}",
+    unknown = sorted(set(cfg.grpo_recipes) - set(models))
+    if unknown:
+        raise UserError(f"grpo_recipes names {unknown}, which are not members (models: {', '.join(models)})")
+    grpo_cfgs = {m: load_config(cfg.grpo_recipes.get(m, cfg.grpo_recipe), [*grpo_overrides, f"model.name={m}",
                                                   f"output_dir={run_dir / 'grpo' / _slug(m)}",
                                                   f"checkpoints.register_name={_slug(m)}-grpo-{run_dir.name}"],
                                 schema=GRPORecipe)
                  for m in models}
 
-    _stage(f"1/4 sweep before GRPO: {len(models)} members", started)
+    _stage(f"1/5 sweep before GRPO: {len(models)} members", started)
     before = sweep("before", models)
 
     trained: dict[str, str] = {}
     for i, member in enumerate(models, 1):
-        _stage(f"2/4 GRPO {i}/{len(models)}: {member}", started)
+        _stage(f"2/5 GRPO {i}/{len(models)}: {member}", started)
         grpo_cfg = grpo_cfgs[member]
         summary = finished_grpo_run(grpo_cfg)
         if summary is None:
@@ -115,14 +134,17 @@ def run_demo(cfg: Any, quick: bool = False) -> Path:
             summary = json.loads((Path(grpo_cfg.output_dir) / "summary.json").read_text())
         trained[member] = summary.get("registered") or summary["final_dir"]
 
-    _stage("3/4 sweep after GRPO", started)
+    _stage("3/5 sweep after GRPO", started)
     after = sweep("after", [trained[m] for m in models])
 
-    _stage("4/4 plots and report", started)
+    _stage("4/5 deficit analysis", started)
+    deficit_dir = run_deficit_stage(cfg, run_dir, models, trained, before.parent, after.parent, quick)
+
+    _stage("5/5 plots and report", started)
     from moelab.demo_report import write_report
 
     report = write_report(run_dir, models, trained, before, after, cfg,
-                          grpo_dirs={m: Path(c.output_dir) for m, c in grpo_cfgs.items()})
+                          grpo_dirs={m: Path(c.output_dir) for m, c in grpo_cfgs.items()}, deficit_dir=deficit_dir)
     print(f"demo finished in {time.monotonic() - started:.0f} s", flush=True)
     return report
 

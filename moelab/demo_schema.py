@@ -9,6 +9,7 @@ pipeline on less work, never a different code path.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from core.config import MISSING, config_field
 
@@ -18,6 +19,7 @@ class QuickOverrides:
     models: list[str] = config_field([], "members for --quick (empty: all of `models`)")
     sweep_overrides: list[str] = config_field([], "extra key=value overrides of the sweep recipe under --quick")
     grpo_overrides: list[str] = config_field([], "extra key=value overrides of the GRPO recipe under --quick")
+    deficit_overrides: list[str] = config_field([], "extra key=value overrides of the deficit recipe under --quick")
 
 
 @dataclass
@@ -29,7 +31,13 @@ class DemoConfig:
     sweep_recipe: str = config_field(MISSING, "sweep recipe run before and after GRPO", must_exist=True)
     sweep_overrides: list[str] = config_field([], "key=value overrides of the sweep recipe")
     grpo_recipe: str = config_field(MISSING, "GRPO recipe run on every member", must_exist=True)
+    grpo_recipes: dict[str, str] = config_field({}, "per-member GRPO recipe (member -> recipe), e.g. the ZeRO-3 "
+                                                    "recipe for a 13B member; members not listed use grpo_recipe")
     grpo_overrides: list[str] = config_field([], "key=value overrides of the GRPO recipe")
+    deficit_recipe: Optional[str] = config_field(
+        None, "deficit recipe (`moelab deficit`) analysing the demo's sweeps: its eval and taskloss sub-jobs run on "
+              "the members; null = the analysis of the sweeps alone", must_exist=True)
+    deficit_overrides: list[str] = config_field([], "key=value overrides of the deficit recipe")
     budgets: list[int] = config_field([1, 4, 32], "sample budgets k drawn as lines in the cross-model plot")
     strategies: list[str] = config_field(["pass", "majority", "best_of_n"], "strategies in per-member plots")
     quick: QuickOverrides = config_field(QuickOverrides, "what `moelab demo --quick` changes")

@@ -21,6 +21,9 @@ RECIPES: dict[str, str] = {
     "grpo": "rl.schema:GRPORecipe",
     "toy_train": "checkpoints_index.toy.schema:ToyTrainConfig",
     "demo": "moelab.demo_schema:DemoConfig",
+    "deficit": "moelab.deficit_schema:DeficitConfig",
+    "eval": "inference.lm_eval_schema:EvalConfig",
+    "taskloss": "inference.taskloss_schema:TasklossConfig",
 }
 
 

@@ -1,5 +1,5 @@
-"""Trainer callbacks that make a GRPO run observable and safe: expert load, greedy eval, NaN guard,
-checkpoint registration.
+"""Trainer callbacks that make a GRPO run observable and safe: expert load, greedy eval, progress
+lines, NaN guard, checkpoint registration.
 
 Each is a plain `transformers.TrainerCallback`, so they compose with TRL's own logging and with any
 tracker in `report_to`. Every callback works under DeepSpeed: all ranks run the forward passes
@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -72,8 +73,12 @@ def greedy_completions(model: Any, tokenizer: Any, prompts: list[str], max_new_t
 
 class GreedyEvalCallback(TrainerCallback):
     """Greedy accuracy on fixed eval subsets before training, every `every` steps and at the end,
-    appended to `eval.csv` (`step,dataset,accuracy,num_problems`) and to the trainer's log history;
-    every completion and its verdict go to `eval_samples.jsonl` (for paired before/after statistics).
+    appended to `eval.csv` (`step,dataset,accuracy,num_problems`) and logged as `eval_<set>/accuracy`
+    through `log` (the trainer's `log_scalars`: log history and every tracker in `report_to`, where
+    transformers shows it as `eval/<set>/accuracy`); every completion and its verdict go to
+    `eval_samples.jsonl` (for paired before/after statistics). The final eval runs at the last step's
+    end, not at `on_train_end`, because trackers (trackio, tensorboard) close at `on_train_end`; it
+    runs there only when training stopped early.
 
     `eval_sets` maps a dataset name to {prompts (rendered), ids, columns (reward kwargs), wrap};
     `score` is a TRL-style reward callable (1.0 = correct), so evaluation and training agree on what
@@ -81,8 +86,10 @@ class GreedyEvalCallback(TrainerCallback):
     """
 
     def __init__(self, tokenizer: Any, eval_sets: dict[str, dict], score: Callable, output_dir: str | Path,
-                 every: int, max_new_tokens: int, batch_size: int, synced_gpus: bool = False):
+                 every: int, max_new_tokens: int, batch_size: int, synced_gpus: bool = False,
+                 log: Callable[[dict], None] | None = None):
         self.tokenizer = tokenizer
+        self.log = log
         self.eval_sets = eval_sets
         self.score = score
         self.path = Path(output_dir) / "eval.csv"
@@ -115,8 +122,11 @@ class GreedyEvalCallback(TrainerCallback):
                         f.write(json.dumps({"step": step, "dataset": name, "id": pid, "correct": ok,
                                             "completion": text}) + "\n")
         if state is not None:
-            entry = {f"eval/{name}/accuracy": acc for name, acc in results.items()}
-            state.log_history.append({**entry, "step": step})
+            entry = {f"eval_{name}/accuracy": acc for name, acc in results.items()}
+            if self.log is not None:
+                self.log(entry)
+            else:
+                state.log_history.append({**entry, "step": step})
             if state.is_world_process_zero:
                 print(f"[eval] step {step}: " + ", ".join(f"{k}={v:.3f}" for k, v in entry.items()), flush=True)
         self.done_steps.add(step)
@@ -135,12 +145,51 @@ class GreedyEvalCallback(TrainerCallback):
             self.evaluate(model, state.global_step, state)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if self.every and state.global_step % self.every == 0 and state.global_step not in self.done_steps:
+        due = self.every and state.global_step % self.every == 0
+        last = state.max_steps and state.global_step >= state.max_steps
+        if (due or last) and state.global_step not in self.done_steps:
             self.evaluate(model, state.global_step, state)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if state.global_step not in self.done_steps:
             self.evaluate(model, state.global_step, state)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+class ProgressLogCallback(TrainerCallback):
+    """One plain line per log entry for logs and batch jobs (no terminal, so no tqdm bar), in place of
+    transformers' PrinterCallback and its raw dicts: step/total, seconds per step since training
+    (re)started, ETA, and the headline metrics (TRL's names, the lab's eval accuracy)."""
+
+    SHOWN = ("loss", "reward", "reward_std", "kl", "entropy", "grad_norm", "learning_rate")
+
+    def __init__(self):
+        self.start: float | None = None
+        self.first_step = 0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.start is None:
+            self.start, self.first_step = time.monotonic(), state.global_step
+
+    def line(self, state: Any, logs: dict) -> str:
+        parts = [f"step {state.global_step}/{state.max_steps}"]
+        done = state.global_step - self.first_step
+        if self.start is not None and done > 0:
+            per_step = (time.monotonic() - self.start) / done
+            remaining = per_step * (state.max_steps - state.global_step)
+            parts += [f"{per_step:.2f} s/step", f"ETA {format_duration(remaining)}"]
+        shown = [k for k in self.SHOWN if k in logs] + sorted(k for k in logs if k.endswith("/accuracy"))
+        parts += [f"{k} {logs[k]:.4g}" for k in shown if isinstance(logs[k], (int, float))]
+        return "[grpo] " + ", ".join(parts)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_local_process_zero and logs:
+            print(self.line(state, logs), flush=True)
 
 
 class NonFiniteLossGuard(TrainerCallback):

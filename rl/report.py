@@ -49,7 +49,7 @@ def paired_change(before: dict[str, bool], after: dict[str, bool], resamples: in
                   level: float = 0.95) -> dict:
     """Accuracy before and after on the problems both evaluated, and the percentile-bootstrap CI of
     the mean per-problem difference (problems resampled with replacement, the same draw for both)."""
-    from inference.aggregate import bootstrap_ci
+    from core.stats import bootstrap_ci
 
     shared = sorted(set(before) & set(after))
     if not shared:

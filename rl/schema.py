@@ -28,6 +28,9 @@ class ModelSection:
     revision: Optional[str] = config_field(None, help="hub revision (ignored for local directories)")
     dtype: str = config_field("float32", help="weights dtype for training: float32 on CPU; bfloat16 on GPUs")
     gradient_checkpointing: bool = config_field(False, help="recompute activations in backward (the study: on)")
+    allow_pure_bf16: bool = config_field(False, help="train bfloat16 weights without fp32 master weights (no "
+                                         "DeepSpeed): most AdamW updates at LR 5e-6 fall below bf16 resolution, so "
+                                         "the run is refused unless this says it is intended")
 
 
 @dataclass
@@ -85,15 +88,19 @@ class GRPOSection:
     seed: int = config_field(0, help="global seed (data order, sampling, init of anything random)")
     use_vllm: bool = config_field(False, help="generate rollouts with vLLM instead of HF generate")
     vllm_mode: str = config_field("colocate", help="colocate (engine inside each training process) | server "
-                                                   "(`trl vllm-serve` on dedicated GPUs)")
+                                                   "(`vllm serve` on dedicated GPUs: rl/cluster.py)")
     vllm_gpu_memory_utilization: float = config_field(0.3, help="colocate: fraction of GPU memory for vLLM")
     vllm_tensor_parallel_size: int = config_field(1, help="colocate: tensor-parallel size of each engine")
-    vllm_server_host: str = config_field("0.0.0.0", help="server mode: host of `trl vllm-serve`")
-    vllm_server_port: int = config_field(8000, help="server mode: port of `trl vllm-serve`")
+    vllm_server_host: str = config_field("0.0.0.0", help="server mode: host of the vLLM server")
+    vllm_server_port: int = config_field(8000, help="server mode: port of the vLLM server")
     vllm_importance_sampling_correction: bool = config_field(True, help="TRL's truncated importance sampling for "
                                                                         "vLLM/trainer logprob mismatch")
     bf16: bool = config_field(False, help="bf16 autocast (GPUs)")
-    report_to: list = config_field([], help="trackers: wandb, trackio, tensorboard (empty: none)")
+    report_to: list = config_field([], help="trackers: wandb, trackio, tensorboard (empty: none; `pip install "
+                                            "-e .[trackers]`). They get TRL's metrics, moe/* and eval/<set>/accuracy")
+    run_name: Optional[str] = config_field(None, help="the run's name in the trackers (null: TRL's default)")
+    project: str = config_field("moelab", help="tracker project: trackio's project and wandb's (unless "
+                                               "WANDB_PROJECT is set)")
     extra: dict = config_field({}, help="any other GRPOConfig field, passed through unchanged")
 
 
@@ -126,6 +133,10 @@ class CheckpointSection:
     save_total_limit: Optional[int] = config_field(3, help="keep only the newest N checkpoints")
     register: bool = config_field(True, help="register final and periodic checkpoints in the checkpoint index")
     register_name: Optional[str] = config_field(None, help="index name prefix (default: <model>-grpo-<run dir>)")
+    push_to_hub: bool = config_field(False, help="at the end, upload the final model with its model card (base "
+                                                 "model, recipe, eval table, reward rule) to hub_model_id")
+    hub_model_id: Optional[str] = config_field(None, help="hub repository for push_to_hub, e.g. me/d512-E8-k2-grpo")
+    hub_private: bool = config_field(True, help="create the hub repository as private")
 
 
 @dataclass

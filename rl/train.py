@@ -71,7 +71,7 @@ LAB_ONLY_GRPO_FIELDS = ("extra",)
 FIXED_GRPO_CONFIG = dict(
     save_strategy="steps", save_only_model=False,  # checkpoints resume training: optimizer, RNG, data position
     eval_strategy="no",  # the greedy eval is a callback (rl.callbacks.GreedyEvalCallback)
-    disable_tqdm=True, log_level="warning",
+    log_level="warning",
 )
 
 
@@ -87,6 +87,7 @@ def grpo_config_kwargs(recipe: GRPORecipe) -> dict[str, Any]:
         reward_weights=recipe.rewards.weights or None,
         router_aux_loss_coef=recipe.moe.router_aux_loss_coef,
         save_steps=recipe.checkpoints.save_steps, save_total_limit=recipe.checkpoints.save_total_limit,
+        disable_tqdm=not sys.stderr.isatty(),  # a bar with ETA on a terminal; plain ETA lines in logs (rl.callbacks)
         **FIXED_GRPO_CONFIG,
     )
     return kwargs
@@ -120,6 +121,9 @@ def load_policy(cfg: Any) -> tuple[Any, Any]:
 
     model, tokenizer = load_checkpoint(cfg.model.name, dtype=cfg.model.dtype, revision=cfg.model.revision,
                                        output_router_logits=cfg.moe.output_router_logits)
+    # recorded in summary.json: the study's prompts went through the tokenizer's own template; a tokenizer
+    # without one gets the lab's fallback (tasks.prompts.CHAT_TEMPLATE) when the first prompt is rendered
+    tokenizer.moelab_chat_template = "tokenizer" if getattr(tokenizer, "chat_template", None) else "lab fallback"
     model.config.router_aux_loss_coef = cfg.moe.router_aux_loss_coef
     model.train()
     tokenizer.padding_side = "left"
@@ -256,6 +260,17 @@ def register_prefix(cfg: Any) -> str:
     return f"{base}-grpo-{Path(cfg.output_dir).resolve().name}"
 
 
+def check_master_weights(cfg: Any, args: Any) -> None:
+    """Refuse pure-bf16 AdamW: without DeepSpeed (which keeps fp32 master weights) bf16 weights take the
+    optimizer's updates directly, and at LR 5e-6 most fall below bf16's resolution (8 mantissa bits)."""
+    deepspeed = bool(getattr(args, "deepspeed", None)) or bool(getattr(args, "deepspeed_plugin", None))
+    if cfg.model.dtype == "bfloat16" and not deepspeed and cfg.launch.accelerate_config is None \
+            and not cfg.model.allow_pure_bf16:
+        raise UserError("model.dtype=bfloat16 without DeepSpeed trains bf16 weights with no fp32 master copy (most "
+                        "updates at this LR are lost to rounding): launch with a DeepSpeed config "
+                        "(launch.accelerate_config), use model.dtype=float32, or set model.allow_pure_bf16=true")
+
+
 def build_trainer(cfg: Any, use_weight_sync: bool = True) -> tuple[Any, dict]:
     """GRPOTrainer (the lab's subclass) with every callback; returns (trainer, parts by name)."""
     from rl.callbacks import ExpertLoadCallback, GreedyEvalCallback, NonFiniteLossGuard, RegisterCheckpointCallback
@@ -266,6 +281,7 @@ def build_trainer(cfg: Any, use_weight_sync: bool = True) -> tuple[Any, dict]:
 
         torch.set_num_threads(cfg.threads)
     args = build_grpo_config(cfg)
+    check_master_weights(cfg, args)
     model, tokenizer = load_policy(cfg)
     register_zero3_leaf_modules(model, args)
     train_dataset = build_train_dataset(cfg, tokenizer)
@@ -286,7 +302,7 @@ def build_trainer(cfg: Any, use_weight_sync: bool = True) -> tuple[Any, dict]:
         zero3 = bool(getattr(args, "deepspeed_plugin", None)) and args.deepspeed_plugin.zero_stage == 3
         eval_cb = GreedyEvalCallback(tokenizer, build_eval_sets(cfg, tokenizer), score, cfg.output_dir,
                                      cfg.eval.steps, cfg.eval.max_new_tokens, cfg.eval.batch_size,
-                                     synced_gpus=zero3 and world_size() > 1)
+                                     synced_gpus=zero3 and world_size() > 1, log=trainer.log_scalars)
         trainer.add_callback(eval_cb)
         parts["eval"] = eval_cb
     if cfg.checkpoints.register:
@@ -327,6 +343,9 @@ def train(cfg: Any, callbacks: tuple = ()) -> dict:
 
     `callbacks`: extra TrainerCallbacks (tests inject faults with them)."""
     resume_from = check_resume(cfg)
+    from rl.hub import check_push_target, push_run, write_model_card
+
+    check_push_target(cfg)
     trainer, parts = build_trainer(cfg)
     for callback in callbacks:
         trainer.add_callback(callback)
@@ -345,6 +364,8 @@ def train(cfg: Any, callbacks: tuple = ()) -> dict:
     trainer.save_model(str(final_dir))
     summary = {"step": trainer.state.global_step, "final_dir": str(final_dir), "registered": None,
                "identity": run_identity(cfg), "train_seconds": train_seconds,
+               "reward_rule": str((cfg.rewards.options.get("accuracy") or {}).get("rule", "lab")),
+               "chat_template": getattr(parts["tokenizer"], "moelab_chat_template", "unknown"),
                **performance_summary(trainer.state.log_history)}
     if trainer.accelerator.is_main_process:
         parts["tokenizer"].save_pretrained(final_dir)
@@ -365,6 +386,10 @@ def train(cfg: Any, callbacks: tuple = ()) -> dict:
 
         for dataset, change in (summary["eval_change"] or {}).items():
             print(f"[grpo] {describe(dataset, change)}", flush=True)
+        write_model_card(cfg.output_dir, final_dir, cfg.checkpoints.hub_model_id)  # final/README.md (rl.hub)
+        if cfg.checkpoints.push_to_hub:
+            push_run(cfg.output_dir, cfg.checkpoints.hub_model_id, private=cfg.checkpoints.hub_private)
+            print(f"[grpo] pushed {final_dir} to the hub: {cfg.checkpoints.hub_model_id}", flush=True)
     return summary
 
 

@@ -8,7 +8,13 @@ What differs from `trl.GRPOTrainer`, and why:
 - vLLM is kept in sync with the policy by `rl.weight_sync` (TRL's own sync fails for Mixtral under
   transformers 5, see that module);
 - under DeepSpeed ZeRO-3 the sparse-MoE block is one leaf module (`register_zero3_leaf_modules`),
-  set on the model before it is handed to the trainer.
+  set on the model before it is handed to the trainer;
+- the lab's own scalars (greedy eval accuracy) reach the trackers in `report_to` through
+  `log_scalars`, transformers' `Trainer.log` without TRL's override (which would fold in and clear
+  the train metrics TRL is accumulating for the step's own log entry);
+- without a terminal (`disable_tqdm`) transformers' PrinterCallback (a dict per step) gives way to
+  `rl.callbacks.ProgressLogCallback` (one plain line with step, s/step and ETA);
+- `grpo.project` names the wandb project too (TRL/transformers pass it to trackio only).
 """
 
 from __future__ import annotations
@@ -16,9 +22,14 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator
 
+import os
+
 import torch
+from transformers import Trainer
+from transformers.trainer_callback import PrinterCallback
 from trl import GRPOTrainer
 
+from rl.callbacks import ProgressLogCallback
 from rl.weight_sync import MixtralWeightSync
 
 
@@ -79,6 +90,8 @@ class MoEGRPOTrainer(GRPOTrainer):
         if not torch.cuda.is_available():
             options["enforce_eager"] = True
         grpo_args = kwargs.get("args")
+        if getattr(grpo_args, "project", None) and "wandb" in (getattr(grpo_args, "report_to", None) or []):
+            os.environ.setdefault("WANDB_PROJECT", grpo_args.project)
         colocated = getattr(grpo_args, "use_vllm", False) and getattr(grpo_args, "vllm_mode", None) == "colocate"
         # Only a colocated engine is built here; HF generation and server mode need no vLLM installed.
         with colocated_engine_options(**options) if colocated else contextlib.nullcontext():
@@ -87,6 +100,19 @@ class MoEGRPOTrainer(GRPOTrainer):
         if self.use_vllm:
             self.vllm_generation.sync_weights = MixtralWeightSync(self.vllm_generation) if sync_vllm_weights \
                 else (lambda: None)
+        if self.args.disable_tqdm:
+            self.remove_callback(PrinterCallback)
+            self.add_callback(ProgressLogCallback())
+
+    def log_scalars(self, logs: dict[str, float]) -> None:
+        """Log the lab's own scalars now (log history + every tracker), leaving TRL's step metrics alone.
+
+        Called from a callback's `on_step_end`, after transformers has decided to log this step: its
+        `on_log` handler clears `control.should_log`, which would drop the step's own log entry, so the
+        flag is put back."""
+        should_log = self.control.should_log
+        Trainer.log(self, dict(logs))
+        self.control.should_log = should_log
 
     def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)

