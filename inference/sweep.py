@@ -354,9 +354,17 @@ def _aggregate(scored_path: Path, metrics_path: Path, cfg: Any) -> None:
         strategies = ["pass"] if setting == "greedy" else list(cfg.aggregate.strategies)
         for row in aggregate_samples(part, ks=ks, strategies=strategies, estimator=cfg.aggregate.estimator,
                                      bootstrap=cfg.aggregate.bootstrap, seed=cfg.aggregate.seed, score_column="score",
-                                     vote_weight=cfg.aggregate.vote_weight):
+                                     vote_weight=_vote_weight(cfg)):
             rows.append({**row, "dataset": dataset, "setting": setting, "rule": cfg.scoring.rule})
     write_csv(rows, metrics_path, columns=[*COLUMNS, "dataset", "setting", "rule"])
+
+
+def _vote_weight(cfg: Any) -> str:
+    """The sweep's `score` column holds mean_logprob unless best_of_n_score=reward_model: `auto` maps it by
+    what it holds (exp for log-probabilities, sigmoid for reward-model scores; `inference.aggregate`)."""
+    if cfg.aggregate.vote_weight != "auto":
+        return cfg.aggregate.vote_weight
+    return "exp" if cfg.scoring.best_of_n_score == "mean_logprob" else "sigmoid"
 
 
 def _plot(metrics_path: Path, plots_dir: Path, cfg: Any) -> Path:

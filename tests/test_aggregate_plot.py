@@ -167,7 +167,7 @@ def test_sweep_and_aggregate_use_the_same_k_grid(tmp_path, num_samples):
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "scored.parquet")
     recipe = SimpleNamespace(k=None, strategies=["pass"], estimator="exact", bootstrap=0, seed=0, vote_weight="auto")
     cfg = SimpleNamespace(sampling=SimpleNamespace(num_samples=num_samples), aggregate=recipe,
-                          scoring=SimpleNamespace(rule="lab"))
+                          scoring=SimpleNamespace(rule="lab", best_of_n_score="mean_logprob"))
     swept = aggregate_and_plot(tmp_path / "scored.parquet", tmp_path / "sweep", cfg, ["aggregate"])["metrics"]
     aggregate_cli.run(cli_args(aggregate_cli, [str(samples), "--out", str(tmp_path / "agg.csv"),
                                                "--strategies", "pass", "--bootstrap", "0"]))

@@ -103,3 +103,15 @@ def test_rule_audit_reproduces_the_study_reward_on_math500(tmp_path):
     assert accepted["lab"] >= 495  # 500 on an idle machine (committed file); a loaded one may time a check out
     committed = json.loads((ROOT / "docs/results/rule-audit-math500.json").read_text())
     assert committed["accepted"] == {"lab": 500, "study": 0, "study_grpo": 391}
+
+
+def test_sweep_vote_weight_follows_what_the_score_column_holds():
+    from inference.sweep import _vote_weight
+
+    def cfg(how, best):
+        return SimpleNamespace(aggregate=SimpleNamespace(vote_weight=how),
+                               scoring=SimpleNamespace(best_of_n_score=best))
+
+    assert _vote_weight(cfg("auto", "mean_logprob")) == "exp"  # the column is named score but holds logprobs
+    assert _vote_weight(cfg("auto", "reward_model")) == "sigmoid"
+    assert _vote_weight(cfg("raw", "reward_model")) == "raw"  # the study's sum, as its recipes ask
