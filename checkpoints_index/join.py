@@ -55,16 +55,9 @@ def join_results(*paths: str | Path, key: str = "model") -> list[dict[str, Any]]
 
 def write_joined(rows: list[dict[str, Any]], path: str | Path) -> Path:
     """Write joined rows as one CSV (columns: the union, in first-seen order)."""
-    from core.files import atomic_write
+    from core.files import atomic_write_csv
 
     columns: list[str] = []
     for row in rows:
         columns.extend(c for c in row if c not in columns)
-
-    def write(temp: Path) -> None:
-        with temp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns, restval="")
-            writer.writeheader()
-            writer.writerows(rows)
-
-    return atomic_write(path, write)
+    return atomic_write_csv(path, rows, columns, restval="")

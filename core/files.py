@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterable, Sequence
 
 TEMP_PREFIX = ".tmp-"  # readers skip these names; `SampleStore.remove_temporaries` deletes them
 
@@ -49,3 +49,20 @@ def _fsync_directory(directory: str | Path) -> None:
         os.fsync(handle)
     finally:
         os.close(handle)
+
+
+def atomic_write_csv(path: str | Path, rows: Iterable[dict], columns: Sequence[str], **options: Any) -> Path:
+    """`rows` as a CSV file with the header `columns`, through `atomic_write` (parent folder created);
+    `options` go to `csv.DictWriter` (e.g. `extrasaction="ignore"`, `restval=""`)."""
+    import csv
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(temp: Path) -> None:
+        with temp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(columns), **options)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    return atomic_write(path, write)

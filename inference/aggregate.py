@@ -456,13 +456,10 @@ def aggregate_samples(samples, ks: list[int] | None = None, strategies: list[str
 
 
 def write_csv(rows: list[dict], path, columns: list[str] = COLUMNS) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    """Metric rows as CSV (columns beyond `columns` dropped), written atomically."""
+    from core.files import atomic_write_csv
+
+    return atomic_write_csv(path, rows, columns, extrasaction="ignore")
 
 
 def read_metrics(path) -> list[dict]:

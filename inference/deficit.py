@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import UserError
-from core.files import atomic_write
+from core.files import atomic_write_csv
 from inference.gaps import gap_test, peak_location
 
 INDEX_COLUMNS = ["d_model", "num_experts", "top_k", "total_params", "active_params", "tpp", "density"]
@@ -332,16 +332,8 @@ def _peak_rows(models: list[str], params: dict, pb: dict, pa: dict, a: Any, note
 
 def write_deficit_csv(analysis: Analysis, path: Path) -> Path:
     """deficit.csv (DEFICIT_COLUMNS), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(temp: Path) -> None:
-        with temp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=DEFICIT_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            for row in analysis.rows:
-                writer.writerow({k: _cell(v) for k, v in row.items()})
-
-    return atomic_write(path, write)
+    rows = ({k: _cell(v) for k, v in row.items()} for row in analysis.rows)
+    return atomic_write_csv(path, rows, DEFICIT_COLUMNS, extrasaction="ignore")
 
 
 def _cell(value: Any) -> Any:

@@ -23,7 +23,6 @@ What it does differently, and why:
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import re
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import UserError
-from core.files import atomic_write
+from core.files import atomic_write, atomic_write_csv
 
 LAB_TASKS_DIR = Path(__file__).resolve().parents[1] / "configs" / "lm_eval_tasks"
 RESULT_COLUMNS = ["model", "task", "metric", "filter", "value", "stderr", "num_fewshot", "num_examples", "backend"]
@@ -280,13 +279,7 @@ def evaluate_model(cfg: Any, model: str, task_manager: Any, out_root: Path) -> l
 def write_results_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     from checkpoints_index.join import INDEX_COLUMNS
 
-    def write(temp: Path) -> None:
-        with temp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS + INDEX_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    return atomic_write(path, write)
+    return atomic_write_csv(path, rows, RESULT_COLUMNS + INDEX_COLUMNS)
 
 
 def run_eval(cfg: Any) -> dict[str, Path]:

@@ -198,16 +198,9 @@ def cross_model_points(rows: list[dict], params: dict[str, dict], x_param: str =
 
 def write_points(points: list[dict], path: str | Path) -> Path:
     """The plotted points as CSV (POINT_COLUMNS: model,line,x,accuracy,ci_low,ci_high), written atomically."""
-    from core.files import atomic_write
+    from core.files import atomic_write_csv
 
-    def write(temp: Path) -> None:
-        with temp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=POINT_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(points)
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(Path(path), write)
+    return atomic_write_csv(path, points, POINT_COLUMNS, extrasaction="ignore")
 
 
 def plot_cross_model(rows: list[dict], params: dict[str, dict], x_param: str = "total_params",

@@ -84,7 +84,7 @@ def settings_from_config(cfg: Any) -> list[Setting]:
 def load_dataset_prompts(cfg: Any) -> list[DatasetPrompts]:
     """Problems and rendered prompts of every dataset of the recipe (cheap: no model involved)."""
     from tasks.datasets import load_problems
-    from tasks.prompts import PROMPT_STYLES, format_prompt, minerva_shots, sample_shots, shots_per_problem
+    from tasks.prompts import format_prompt, prompt_shots
 
     d = cfg.data
     loaded = []
@@ -102,23 +102,11 @@ def load_dataset_prompts(cfg: Any) -> list[DatasetPrompts]:
         if not tasks:
             raise UserError(f"dataset '{name}' (split {d.split!r}) has no problems")
         task = tasks[0]
-        if d.prompt not in PROMPT_STYLES:
-            raise UserError(f"data.prompt must be one of {', '.join(PROMPT_STYLES)}; got {d.prompt!r}")
-        if d.shots not in ("per_problem", "fixed"):
-            raise UserError(f"data.shots must be per_problem or fixed; got {d.shots!r}")
-        if d.prompt == "minerva":  # the study's MATH prompts: Minerva's fixed 0/2/4 examples
-            try:
-                shots = [minerva_shots(d.num_shots)] * len(problems)
-            except ValueError as err:
-                raise UserError(f"data.num_shots: {err}") from None
-            template = f"minerva-{d.num_shots}shot"
-        else:
-            shots = [[]] * len(problems)
-            if d.num_shots > 0:
-                train = load_problems(name, split="train", task=task, **toy_options)
-                shots = (shots_per_problem(train, d.num_shots, d.shots_seed, len(problems)) if d.shots == "per_problem"
-                         else [sample_shots(train, d.num_shots, d.shots_seed)] * len(problems))
-            template = f"qa-{d.num_shots}shot" + (f"-{d.shots}-seed{d.shots_seed}" if d.num_shots else "")
+        try:
+            shots, template = prompt_shots(d.prompt, d.num_shots, d.shots, d.shots_seed, len(problems),
+                                           lambda: load_problems(name, split="train", task=task, **toy_options))
+        except ValueError as err:  # Minerva prompts exist 0-, 2- and 4-shot only
+            raise UserError(f"data.num_shots: {err}") from None
         prompts = [format_prompt(p["question"], style=d.prompt, shots=s) for p, s in zip(problems, shots)]
         loaded.append(DatasetPrompts(name, task, template, problems, prompts))
     return loaded
@@ -427,6 +415,12 @@ def validate(cfg: Any) -> None:
     if cfg.scoring.best_of_n_score == "reward_model" and not cfg.scoring.reward_model:
         raise UserError("scoring.best_of_n_score=reward_model needs scoring.reward_model=<dir or hub id>")
     from rewards.rules import RULES
+    from tasks.prompts import PROMPT_STYLES, SHOT_MODES
+
+    if cfg.data.prompt not in PROMPT_STYLES:
+        raise UserError(f"data.prompt must be one of {', '.join(PROMPT_STYLES)}; got {cfg.data.prompt!r}")
+    if cfg.data.shots not in SHOT_MODES:
+        raise UserError(f"data.shots must be one of {', '.join(SHOT_MODES)}; got {cfg.data.shots!r}")
 
     if cfg.scoring.rule not in RULES:
         raise UserError(f"scoring.rule must be one of {', '.join(RULES)}; got {cfg.scoring.rule!r}")

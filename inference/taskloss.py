@@ -19,7 +19,6 @@ every position only when no prefix is served from the cache.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from core.errors import UserError
-from core.files import atomic_write
+from core.files import atomic_write, atomic_write_csv
 
 TASKLOSS_COLUMNS = ["model", "task", "num_examples", "bits_per_token", "bits_per_byte", "nll_nats", "answer_tokens",
                     "answer_bytes", "bits_per_token_weighted"]
@@ -288,13 +287,7 @@ def score_model(cfg: Any, model: str, task: str, examples: list[dict], out_root:
 
 
 def write_taskloss_csv(rows: list[dict[str, Any]], path: Path) -> Path:
-    def write(temp: Path) -> None:
-        with temp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=TASKLOSS_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    return atomic_write(path, write)
+    return atomic_write_csv(path, rows, TASKLOSS_COLUMNS)
 
 
 def run_taskloss(cfg: Any) -> dict[str, Path]:

@@ -16,13 +16,13 @@ independent second opinion on the scorer is `rewards.audit`.
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 from core.errors import UserError
+from core.files import atomic_write_csv
 from inference.backends import GenerationRequest, SamplingSettings, make_backend
 from tasks.prompts import STUDY_STOP_STRINGS, format_prompt
 
@@ -145,8 +145,5 @@ def evaluate_family(model_dirs: list[Path], out_dir: str | Path, *, num_problems
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "toy_eval.md").write_text(markdown_table(rows))
-    with (out / "toy_eval.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=TABLE_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    atomic_write_csv(out / "toy_eval.csv", rows, TABLE_COLUMNS)
     return rows

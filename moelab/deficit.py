@@ -110,18 +110,10 @@ def _instrument(kind: str, job: Any, models: list[str], out: Path) -> Path | Non
 def _concatenate_csv(parts: list[Path], path: Path) -> Path:
     import csv
 
-    from core.files import atomic_write
+    from core.files import atomic_write_csv
 
     rows = [row for part in parts for row in csv.DictReader(part.open(newline=""))]
-    columns = list(dict.fromkeys(c for row in rows for c in row))
-
-    def write(temp: Path) -> None:
-        with temp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    return atomic_write(path, write)
+    return atomic_write_csv(path, rows, list(dict.fromkeys(c for row in rows for c in row)))
 
 
 def trained_models(cfg: Any, models: list[str], after_dir: Path) -> dict[str, str]:
@@ -145,21 +137,10 @@ def trained_models(cfg: Any, models: list[str], after_dir: Path) -> dict[str, st
 def run_grpo(cfg: Any, models: list[str], run_dir: Path) -> tuple[Path, dict[str, str]]:
     """GRPO every model (a finished run with the same identity is reused: `moelab.demo.finished_grpo_run`),
     then sweep the GRPO'd models with the same sweep recipe."""
-    from moelab.demo import _slug, finished_grpo_run
-    from moelab.recipes import load_recipe
-    from rl.launch import run_recipe
+    from moelab.demo import member_grpo_recipe, train_or_reuse
 
-    trained = {}
-    for m in models:
-        grpo_cfg = load_recipe(cfg.grpo.recipe, [*cfg.grpo.overrides, f"model.name={m}",
-                                                 f"output_dir={run_dir / 'grpo' / _slug(m)}",
-                                                 f"checkpoints.register_name={_slug(m)}-grpo-{run_dir.name}"])
-        summary = finished_grpo_run(grpo_cfg)
-        if summary is None:
-            if run_recipe(grpo_cfg) != 0:
-                raise UserError(f"GRPO of {m} failed; see {grpo_cfg.output_dir}")
-            summary = json.loads((Path(grpo_cfg.output_dir) / "summary.json").read_text())
-        trained[m] = summary.get("registered") or summary["final_dir"]
+    trained = {m: train_or_reuse(member_grpo_recipe(cfg.grpo.recipe, list(cfg.grpo.overrides), m, run_dir))
+               for m in models}
     if not cfg.sweep.recipe:
         raise UserError("grpo.recipe is set but sweep.recipe is not: the after-GRPO sweep needs the sweep recipe")
     overrides = [*cfg.sweep.overrides, f"models={json.dumps(list(trained.values()))}",

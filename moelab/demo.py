@@ -77,6 +77,27 @@ def finished_grpo_run(grpo_cfg: Any) -> dict | None:
     return None
 
 
+def member_grpo_recipe(recipe: str, overrides: list[str], member: str, run_dir: Path) -> Any:
+    """The GRPO recipe of one family member inside a job's `run_dir` (the demo's, the deficit's): its own
+    output folder `run_dir/grpo/<member>` and registered name `<member>-grpo-<run_dir name>`."""
+    from rl.schema import GRPORecipe
+
+    return load_config(recipe, [*overrides, f"model.name={member}", f"output_dir={run_dir / 'grpo' / _slug(member)}",
+                                f"checkpoints.register_name={_slug(member)}-grpo-{run_dir.name}"], schema=GRPORecipe)
+
+
+def train_or_reuse(grpo_cfg: Any) -> str:
+    """Train the recipe unless `finished_grpo_run` finds it done; the trained model's index name (or folder)."""
+    from rl.launch import run_recipe
+
+    summary = finished_grpo_run(grpo_cfg)
+    if summary is None:
+        if run_recipe(grpo_cfg) != 0:
+            raise UserError(f"GRPO of {grpo_cfg.model.name} failed; see {grpo_cfg.output_dir}")
+        summary = json.loads((Path(grpo_cfg.output_dir) / "summary.json").read_text())
+    return summary.get("registered") or summary["final_dir"]
+
+
 def run_deficit_stage(cfg: Any, run_dir: Path, models: list[str], trained: dict[str, str], before_dir: Path,
                       after_dir: Path, quick: bool) -> Path:
     """`moelab deficit` on the demo's own sweeps (never sweeping or training again); returns its run directory."""
@@ -95,8 +116,6 @@ def run_demo(cfg: Any, quick: bool = False) -> Path:
     """Run (or resume) the whole demo; returns the path of report.md."""
     from inference.sweep import run_sweep
     from inference.sweep_schema import SweepConfig
-    from rl.launch import run_recipe
-    from rl.schema import GRPORecipe
 
     started = time.monotonic()
     run_dir = Path(cfg.output_dir) / (f"{cfg.run_name}-quick" if quick else cfg.run_name)
@@ -114,10 +133,7 @@ def run_demo(cfg: Any, quick: bool = False) -> Path:
     unknown = sorted(set(cfg.grpo_recipes) - set(models))
     if unknown:
         raise UserError(f"grpo_recipes names {unknown}, which are not members (models: {', '.join(models)})")
-    grpo_cfgs = {m: load_config(cfg.grpo_recipes.get(m, cfg.grpo_recipe), [*grpo_overrides, f"model.name={m}",
-                                                  f"output_dir={run_dir / 'grpo' / _slug(m)}",
-                                                  f"checkpoints.register_name={_slug(m)}-grpo-{run_dir.name}"],
-                                schema=GRPORecipe)
+    grpo_cfgs = {m: member_grpo_recipe(cfg.grpo_recipes.get(m, cfg.grpo_recipe), grpo_overrides, m, run_dir)
                  for m in models}
 
     _stage(f"1/5 sweep before GRPO: {len(models)} members", started)
@@ -126,13 +142,7 @@ def run_demo(cfg: Any, quick: bool = False) -> Path:
     trained: dict[str, str] = {}
     for i, member in enumerate(models, 1):
         _stage(f"2/5 GRPO {i}/{len(models)}: {member}", started)
-        grpo_cfg = grpo_cfgs[member]
-        summary = finished_grpo_run(grpo_cfg)
-        if summary is None:
-            if run_recipe(grpo_cfg) != 0:
-                raise UserError(f"GRPO of {member} failed; see {grpo_cfg.output_dir}")
-            summary = json.loads((Path(grpo_cfg.output_dir) / "summary.json").read_text())
-        trained[member] = summary.get("registered") or summary["final_dir"]
+        trained[member] = train_or_reuse(grpo_cfgs[member])
 
     _stage("3/5 sweep after GRPO", started)
     after = sweep("after", [trained[m] for m in models])

@@ -60,6 +60,19 @@ class Verdict:
     detail: str = ""
 
 
+def _bad_input(text: str | None, gold_readable: bool, gold_problem: str = "gold answer") -> Verdict | None:
+    """The `error` verdict of a missing completion or an unreadable gold; None when both are usable."""
+    if text is not None and gold_readable:
+        return None
+    return Verdict("error", 0.0, None, None, f"missing or malformed {'completion' if text is None else gold_problem}")
+
+
+def _verdict(status: str, pred: str | None, cluster: str | None, detail: object = "") -> Verdict:
+    """A checker's result as a Verdict: an unknown status is `error`, the reward follows the status."""
+    status = status if status in STATUSES else "error"
+    return Verdict(status, 1.0 if status == "correct" else 0.0, pred, cluster, str(detail))
+
+
 def completion_text(completion: object) -> str | None:
     """A plain string, or TRL's conversational form `[{"role": "assistant", "content": ...}]`."""
     if isinstance(completion, str):
@@ -131,9 +144,8 @@ class Scorer:
         programs: dict[str, list[int]] = {}
         for i, (gold, completion) in enumerate(zip(golds, completions)):
             text = completion_text(completion)
-            if text is None or gold is None or not str(gold).strip():
-                what = "completion" if text is None else "gold answer"
-                verdicts[i] = Verdict("error", 0.0, None, None, f"missing or malformed {what}")
+            verdicts[i] = _bad_input(text, gold is not None and bool(str(gold).strip()))
+            if verdicts[i] is not None:
                 continue
             gold_answers[i] = extract_gold(str(gold))
             found = extract_answer(task, text, strict=strict, execute_code=execute_code)
@@ -218,8 +230,7 @@ class Scorer:
                 if result.get("fingerprint"):
                     own = fingerprint_cluster.setdefault((problems[i], result["fingerprint"]), own)
                 cluster = correct_cluster.setdefault(problems[i], own) if status == "correct" else own
-            verdicts[i] = Verdict(status if status in STATUSES else "error", 1.0 if status == "correct" else 0.0,
-                                  pred, cluster, str(result.get("detail", "")))
+            verdicts[i] = _verdict(status, pred, cluster, result.get("detail", ""))
         return verdicts  # type: ignore[return-value]
 
 
@@ -232,9 +243,8 @@ class Scorer:
         for i, (gold, completion) in enumerate(zip(golds, completions)):
             text = completion_text(completion)
             gold_answer = study_answer(task, str(gold), is_gold=True) if gold is not None else None
-            if text is None or gold_answer is None:
-                what = "completion" if text is None else "gold answer (the study's rule reads none from it)"
-                verdicts[i] = Verdict("error", 0.0, None, None, f"missing or malformed {what}")
+            verdicts[i] = _bad_input(text, gold_answer is not None, "gold answer (the study's rule reads none from it)")
+            if verdicts[i] is not None:
                 continue
             pred = study_answer(task, text)
             if pred is None:
@@ -252,10 +262,8 @@ class Scorer:
                      for pred, gold in distinct]  # is_equiv holds itself to 5 s (its own alarm)
             results = dict(zip(distinct, self._study_pool.run(items, num_workers)))
             for i, pair in pairs.items():
-                status = results[pair].get("status", "error")
-                status = status if status in STATUSES else "error"
-                verdicts[i] = Verdict(status, 1.0 if status == "correct" else 0.0, pair[0], pair[0],
-                                      str(results[pair].get("detail", "")))
+                verdicts[i] = _verdict(results[pair].get("status", "error"), pair[0], pair[0],
+                                       results[pair].get("detail", ""))
         return verdicts  # type: ignore[return-value]
 
     def _score_study_grpo(self, task: str, golds: Sequence[object], completions: Sequence[object],
@@ -266,9 +274,8 @@ class Scorer:
         todo: dict[int, tuple[str, str]] = {}
         for i, (gold, completion) in enumerate(zip(golds, completions)):
             text = completion_text(completion)
-            if text is None or gold is None or not str(gold).strip():
-                what = "completion" if text is None else "gold answer"
-                verdicts[i] = Verdict("error", 0.0, None, None, f"missing or malformed {what}")
+            verdicts[i] = _bad_input(text, gold is not None and bool(str(gold).strip()))
+            if verdicts[i] is not None:
                 continue
             todo[i] = (text[-MAX_COMPLETION_CHARS:], verl_gold(task, str(gold)))
         distinct = sorted(set(todo.values()))
@@ -279,11 +286,10 @@ class Scorer:
         results = dict(zip(distinct, self.pool.run(items, num_workers))) if items else {}
         for i, key in todo.items():
             result = results[key]
-            status = result.get("status", "error")
-            status = status if status in STATUSES else "error"
             pred = result.get("pred")
-            verdicts[i] = Verdict(status, 1.0 if status == "correct" else 0.0, pred,
-                                  pred if status in ("correct", "wrong") else None, str(result.get("detail", "")))
+            verdicts[i] = _verdict(result.get("status", "error"), pred,
+                                   pred if result.get("status") in ("correct", "wrong") else None,
+                                   result.get("detail", ""))
         return verdicts  # type: ignore[return-value]
 
 

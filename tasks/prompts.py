@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 STUDY_STOP_STRINGS = ["Question:", "Q:"]
 PROMPT_STYLES = ["qa", "chat"]
@@ -85,6 +85,24 @@ def shots_per_problem(train_rows: Sequence[dict], num_shots: int, seed: int, num
         return [[] for _ in range(num_problems)]
     rng, rows = random.Random(seed), list(train_rows)
     return [rng.sample(rows, num_shots) for _ in range(num_problems)]
+
+
+SHOT_MODES = ("per_problem", "fixed")
+
+
+def prompt_shots(style: str, num_shots: int, mode: str, seed: int, num_problems: int,
+                 load_train: Callable[[], Sequence[dict]]) -> tuple[list[list[dict]], str]:
+    """The examples in front of each of `num_problems` prompts, and the template's name (part of every
+    sample's address): Minerva's fixed examples for `minerva`; for `qa`, train rows (`load_train`, called
+    only when needed) drawn per problem (`shots_per_problem`) or once for all (`sample_shots`)."""
+    if style == "minerva":
+        return [minerva_shots(num_shots)] * num_problems, f"minerva-{num_shots}shot"
+    if num_shots <= 0:
+        return [[]] * num_problems, "qa-0shot"
+    train = load_train()
+    shots = (shots_per_problem(train, num_shots, seed, num_problems) if mode == "per_problem"
+             else [sample_shots(train, num_shots, seed)] * num_problems)
+    return shots, f"qa-{num_shots}shot-{mode}-seed{seed}"
 
 
 def chat_messages(question: str) -> list[dict]:
