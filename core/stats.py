@@ -56,3 +56,18 @@ def bootstrap_ci(per_problem: np.ndarray, resamples: int = 1000, seed: int = 0,
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail], axis=0)
     return mean, low, high
+
+
+def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): the Student-t interval of the mean of a few values (e.g. one per training seed),
+    for spread that a bootstrap over problems does not see; NaN bounds with fewer than two values."""
+    from scipy import stats
+
+    values = [float(v) for v in values]
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, math.nan, math.nan
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half

@@ -28,13 +28,13 @@ class TasklossBackendConfig:
 class TasklossConfig:
     kind: str = config_field("taskloss", "recipe type")
     models: list[str] = config_field(MISSING, "checkpoint index names, hub ids or local checkpoint directories")
-    dataset: str = config_field(MISSING, "gsm8k-4shot (the study's set), triviaqa-4shot, toy, or a JSONL file with "
-                                         "prompt/answer fields")
+    dataset: str = config_field(MISSING, "gsm8k-4shot (the study's set), triviaqa-4shot, toy, toy_facts, or a JSONL "
+                                         "file with prompt/answer fields")
     output_dir: str = config_field("outputs/taskloss", "<output_dir>/taskloss.csv and <output_dir>/<model>/<task>/"
                                                        "examples.jsonl; rerunning resumes")
     limit: Optional[int] = config_field(None, "score only the first `limit` examples; null = all")
     num_shots: Optional[int] = config_field(None, "demonstrations per prompt for a named set; null = its default "
-                                                  "(4 for gsm8k-4shot and triviaqa-4shot, 0 for toy)")
+                                                  "(4 for gsm8k-4shot and triviaqa-4shot, 0 for toy and toy_facts)")
     shots_seed: int = config_field(42, "seed of the demonstration draws (the study's --seed 42)")
     data_files: dict[str, str] = config_field({}, "triviaqa-4shot offline: data_files.train=FILE "
                                                   "data_files.validation=FILE (question, answer.aliases)")

@@ -4,7 +4,8 @@
 
 Per member: total/active parameters, final train loss (both from the member's `training.json`, else
 counted from its weights), greedy accuracy, and sampled pass@1 / pass@8 at T=0.8 on the toy test
-split, with the unbiased estimator of Chen et al. 2021 (eq. 1) from n samples per problem.
+split, with the unbiased estimator of Chen et al. 2021 (eq. 1) from n samples per problem; and
+greedy accuracy on the memorization control's facts the member was trained on (`recipe.yaml`).
 
 Everything is the lab's own, so the table measures what sweeps and GRPO measure: problems from
 `tasks.datasets.load_problems("toy", ...)` (rows name their checker task); the study's zero-shot QA
@@ -29,7 +30,8 @@ from tasks.prompts import STUDY_STOP_STRINGS, format_prompt
 MAX_NEW_TOKENS = 96  # the longest toy solution is ~60 tokens
 
 TABLE_COLUMNS = ["member", "num_experts", "top_k", "total_params", "active_params", "final_train_loss",
-                 "greedy_accuracy", "pass_at_1", "pass_at_8", "num_problems", "train_seconds", "eval_seconds"]
+                 "greedy_accuracy", "pass_at_1", "pass_at_8", "memorization_accuracy", "num_problems", "num_facts",
+                 "train_seconds", "eval_seconds"]
 
 
 def generate(backend: Any, prompts: list[str], *, num_samples: int = 1, temperature: float = 0.0,
@@ -79,6 +81,22 @@ def member_params(model_dir: Path, config: dict, training: dict) -> tuple[int, i
     return total, total - expert // config["num_local_experts"] * unused
 
 
+def member_facts(model_dir: Path) -> list[dict]:
+    """The memorization control's facts the member was trained on (from its `recipe.yaml`; none without one)."""
+    from omegaconf import OmegaConf
+
+    from tasks.datasets import load_problems
+
+    recipe_path = model_dir / "recipe.yaml"
+    if not recipe_path.is_file():
+        return []
+    recipe = OmegaConf.load(recipe_path)
+    num_facts = int(OmegaConf.select(recipe, "task.num_facts", default=0) or 0)
+    if num_facts == 0:
+        return []
+    return load_problems("toy_facts", "train", num_problems=num_facts, seed=int(recipe.seed))
+
+
 def evaluate_member(model_dir: str | Path, problems: list[dict], *, num_samples: int = 8,
                     temperature: float = 0.8, seed: int = 0, backend: str = "vllm") -> dict[str, Any]:
     """One row of the table for the member saved in `model_dir` (`problems`: rows of `load_problems`)."""
@@ -88,11 +106,14 @@ def evaluate_member(model_dir: str | Path, problems: list[dict], *, num_samples:
     if not (model_dir / "config.json").is_file():
         raise UserError(f"{model_dir}: no config.json; pass a toy member directory")
     start = time.time()
+    facts = member_facts(model_dir)
     engine = make_backend(backend, str(model_dir), dtype="float32")
     try:
         prompts = [format_prompt(p["question"]) for p in problems]
         greedy_correct = count_correct(problems, generate(engine, prompts))
         samples = generate(engine, prompts, num_samples=num_samples, temperature=temperature, seed=seed)
+        facts_correct = count_correct(facts, generate(engine, [format_prompt(f["question"]) for f in facts])) \
+            if facts else []
     finally:
         engine.close()
     pass_at = pass_at_k(num_samples, count_correct(problems, samples), [1, 8]).mean(axis=0)
@@ -105,21 +126,23 @@ def evaluate_member(model_dir: str | Path, problems: list[dict], *, num_samples:
             "top_k": config["num_experts_per_tok"], "total_params": total, "active_params": active,
             "final_train_loss": training.get("final_train_loss"),
             "greedy_accuracy": sum(greedy_correct) / n, "pass_at_1": float(pass_at[0]), "pass_at_8": float(pass_at[1]),
-            "num_problems": n, "train_seconds": training.get("train_seconds"),
+            "memorization_accuracy": sum(facts_correct) / len(facts) if facts else None,
+            "num_problems": n, "num_facts": len(facts), "train_seconds": training.get("train_seconds"),
             "eval_seconds": round(time.time() - start, 1)}
 
 
 def markdown_table(rows: list[dict]) -> str:
     lines = ["| member | E | k | total params | active params | train loss | greedy acc | pass@1 (T=0.8) "
-             "| pass@8 (T=0.8) | pass@8 - pass@1 | train wall time |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| pass@8 (T=0.8) | pass@8 - pass@1 | memorization (greedy) | train wall time |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         loss = f"{r['final_train_loss']:.3f}" if r["final_train_loss"] is not None else "-"
         train_time = f"{r['train_seconds']:.0f} s" if r["train_seconds"] is not None else "-"
+        memorized = f"{100 * r['memorization_accuracy']:.1f}%" if r.get("memorization_accuracy") is not None else "-"
         lines.append(f"| {r['member']} | {r['num_experts']} | {r['top_k']} | {r['total_params']:,} | "
                      f"{r['active_params']:,} | {loss} | {100 * r['greedy_accuracy']:.1f}% | "
                      f"{100 * r['pass_at_1']:.1f}% | {100 * r['pass_at_8']:.1f}% | "
-                     f"{100 * (r['pass_at_8'] - r['pass_at_1']):+.1f} pts | {train_time} |")
+                     f"{100 * (r['pass_at_8'] - r['pass_at_1']):+.1f} pts | {memorized} | {train_time} |")
     return "\n".join(lines) + "\n"
 
 

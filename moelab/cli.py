@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "taskloss": ("inference.taskloss_cli", "the study's task loss: bits per answer token and byte, {prompt, answer}"),
     "grpo": ("rl.cli", "GRPO post-training from a recipe (TRL + DeepSpeed + vLLM)"),
     "demo": ("moelab.demo", "the main job: sweep, GRPO and sweep again over a model family, with a report"),
+    "posttrain": ("moelab.posttrain", "GRPO beside its SFT-on-gold control, per member over seeds, with paired CIs"),
     "push": ("moelab.push_cli", "upload a sweep (dataset) or a finished GRPO run (model + card) to the hub"),
     "deficit": ("moelab.deficit", "the reasoning deficit: accuracy vs task loss and TPP, and whether TTC or GRPO "
                                   "closes the gap"),

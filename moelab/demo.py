@@ -10,6 +10,7 @@ records the same base weights and recipe, else it is moved aside to `<dir>.stale
 
   1. sweep every member (N samples per problem + greedy) -> <run>/before/
   2. GRPO every member with the same budget            -> <run>/grpo/<member>/
+     and the SFT-on-gold control beside it (`rl.sft_control`) -> <run>/sft/<member>/
   3. sweep every GRPO'd member the same way            -> <run>/after/
   4. the deficit analysis of both sweeps (`moelab deficit`: paired before/after CIs, gap tests,
      figures; with `deficit_recipe`, its eval and taskloss sub-jobs run on the members) -> <run>/deficit/
@@ -140,9 +141,18 @@ def run_demo(cfg: Any, quick: bool = False) -> Path:
     before = sweep("before", models)
 
     trained: dict[str, str] = {}
+    sft_dirs: dict[str, Path] = {}
     for i, member in enumerate(models, 1):
         _stage(f"2/5 GRPO {i}/{len(models)}: {member}", started)
         trained[member] = train_or_reuse(grpo_cfgs[member])
+        if cfg.sft_control.enabled:
+            from rl.sft_control import run_sft_control
+
+            _stage(f"2/5 SFT-on-gold control {i}/{len(models)}: {member}", started)
+            sft_dirs[member] = run_dir / "sft" / _slug(member)
+            s = cfg.sft_control
+            run_sft_control(grpo_cfgs[member], sft_dirs[member], steps=s.steps, learning_rate=s.learning_rate,
+                            batch_size=s.batch_size, seed=s.seed, before_eval_from=grpo_cfgs[member].output_dir)
 
     _stage("3/5 sweep after GRPO", started)
     after = sweep("after", [trained[m] for m in models])
@@ -154,7 +164,8 @@ def run_demo(cfg: Any, quick: bool = False) -> Path:
     from moelab.demo_report import write_report
 
     report = write_report(run_dir, models, trained, before, after, cfg,
-                          grpo_dirs={m: Path(c.output_dir) for m, c in grpo_cfgs.items()}, deficit_dir=deficit_dir)
+                          grpo_dirs={m: Path(c.output_dir) for m, c in grpo_cfgs.items()}, deficit_dir=deficit_dir,
+                          sft_dirs=sft_dirs)
     print(f"demo finished in {time.monotonic() - started:.0f} s", flush=True)
     return report
 

@@ -1,7 +1,7 @@
 """The demo's last stage: per-member before/after plots, the cross-model plot, and report.md.
 
 Reads only the metrics CSVs the sweeps wrote (`inference.aggregate.read_metrics`), the GRPO runs'
-`eval.csv` and the deficit stage's `deficit.csv` and `report.md`; every number in the report is
+`eval.csv` and `summary.json` (and the SFT controls'), the deficit stage's `deficit.csv` and `report.md`; every number in the report is
 looked up from those files (`metric_value`, `paired_change`), so a test can re-derive each one.
 Before -> after GRPO changes are quoted with their *paired* CIs (deficit.csv's `grpo_change_*`
 rows: the same problems and sampling seeds in both sweeps, so problem difficulty cancels); the
@@ -91,8 +91,43 @@ def _deficit_findings(deficit_dir: Path) -> list[str]:
     return text.strip().splitlines()
 
 
+def eval_change(run_dir: Path) -> dict | None:
+    """The paired greedy before -> after change a GRPO or SFT-control run recorded (`summary.json`,
+    `eval_change`, its one eval set), or None."""
+    import json
+
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return None
+    changes = json.loads(path.read_text()).get("eval_change") or {}
+    return next(iter(changes.values()), None)
+
+
+def _fmt_eval_change(change: dict | None) -> str:
+    if change is None:
+        return "-"
+    return (f"{100 * change['before']:.1f} -> {100 * change['after']:.1f}: {100 * change['change']:+.1f} "
+            f"[{100 * change['ci_low']:+.1f}, {100 * change['ci_high']:+.1f}]")
+
+
+def _control_section(members: list[str], grpo_dirs: dict[str, Path], sft_dirs: dict[str, Path], cfg: Any) -> list[str]:
+    s = cfg.sft_control
+    lines = ["", "## GRPO beside the SFT-on-gold control", "",
+             f"Greedy accuracy on each GRPO run's own eval problems, before -> after, and the paired change (points, "
+             f"95% paired bootstrap CI over problems; `summary.json` of each run). The control trains the same "
+             f"member on the gold solutions of the same training problems ({s.steps} steps x {s.batch_size}, "
+             f"constant LR {s.learning_rate:g}, `rl.sft_control`): a GRPO gain no larger than the control's says "
+             f"little about what the reward taught.", "",
+             "| member | GRPO | SFT on gold |", "|---|---|---|"]
+    for m in members:
+        sft = eval_change(sft_dirs[m]) if m in sft_dirs else None
+        lines.append(f"| {m} | {_fmt_eval_change(eval_change(grpo_dirs[m]))} | {_fmt_eval_change(sft)} |")
+    return lines
+
+
 def write_report(run_dir: Path, members: list[str], trained: dict[str, str], before_csv: Path, after_csv: Path,
-                 cfg: Any, grpo_dirs: dict[str, Path], deficit_dir: Path | None = None) -> Path:
+                 cfg: Any, grpo_dirs: dict[str, Path], deficit_dir: Path | None = None,
+                 sft_dirs: dict[str, Path] | None = None) -> Path:
     from checkpoints_index.index import resolve
     from inference.aggregate import read_metrics
     from inference.deficit import read_table
@@ -128,6 +163,8 @@ def write_report(run_dir: Path, members: list[str], trained: dict[str, str], bef
     for m in members:
         lines.append(f"| {m} | " + " | ".join(_fmt_change(paired_change(deficit_rows, m, name)) for name in
                                             ("greedy", "pass@1", f"majority@{k_max}")) + " |")
+    if sft_dirs:
+        lines += _control_section(members, grpo_dirs, sft_dirs, cfg)
     lines += ["", "## Findings (numbers from the CSVs above)", ""]
     lines += _findings(members, trained, before, after, k_max, params, deficit_rows)
     if deficit_dir is not None:

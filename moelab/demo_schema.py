@@ -1,4 +1,4 @@
-"""Recipe schema of `moelab demo` (kind `demo`): the study's experiment in miniature, as one recipe.
+"""Recipe schema of `moelab demo` (kind `demo`): the study's pipeline (TTC, GRPO, deficit) as one recipe.
 
 A demo names a family of models, a sweep recipe and a GRPO recipe; it runs the sweep on every
 member, GRPO on every member, the same sweep on every GRPO'd member, and writes the plots and a
@@ -23,6 +23,17 @@ class QuickOverrides:
 
 
 @dataclass
+class SFTControlSettings:
+    """`rl.sft_control`: the same member, problems and greedy eval as its GRPO run, trained on gold solutions."""
+
+    enabled: bool = config_field(True, "run the SFT-on-gold control beside every member's GRPO run")
+    steps: int = config_field(10, "optimizer steps")
+    learning_rate: float = config_field(1e-4, "constant AdamW learning rate (GRPO's toy peak LR)")
+    batch_size: int = config_field(64, "gold solutions per step")
+    seed: int = config_field(0, "data order seed")
+
+
+@dataclass
 class DemoConfig:
     kind: str = config_field("demo", "recipe type")
     run_name: str = config_field("toy", "outputs go to <output_dir>/<run_name>/; rerunning the same name resumes")
@@ -38,6 +49,7 @@ class DemoConfig:
         None, "deficit recipe (`moelab deficit`) analysing the demo's sweeps: its eval and taskloss sub-jobs run on "
               "the members; null = the analysis of the sweeps alone", must_exist=True)
     deficit_overrides: list[str] = config_field([], "key=value overrides of the deficit recipe")
+    sft_control: SFTControlSettings = config_field(SFTControlSettings, "the SFT-on-gold control reported beside GRPO")
     budgets: list[int] = config_field([1, 4, 32], "sample budgets k drawn as lines in the cross-model plot")
     strategies: list[str] = config_field(["pass", "majority", "best_of_n"], "strategies in per-member plots")
     quick: QuickOverrides = config_field(QuickOverrides, "what `moelab demo --quick` changes")

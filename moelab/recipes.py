@@ -20,8 +20,10 @@ RECIPES: dict[str, str] = {
     "sweep": "inference.sweep_schema:SweepConfig",
     "grpo": "rl.schema:GRPORecipe",
     "toy_train": "checkpoints_index.toy.schema:ToyTrainConfig",
+    "toy_grid": "checkpoints_index.toy.schema:ToyGridConfig",
     "demo": "moelab.demo_schema:DemoConfig",
     "deficit": "moelab.deficit_schema:DeficitConfig",
+    "posttrain": "moelab.posttrain_schema:PosttrainConfig",
     "eval": "inference.lm_eval_schema:EvalConfig",
     "taskloss": "inference.taskloss_schema:TasklossConfig",
 }

@@ -5,6 +5,7 @@ measuring through the lab's generation and scoring (`inference.toy_eval`).
 
     moelab toy train [RECIPE.yaml] [key=value ...]   # default recipe: configs/toy/train.yaml's values
     moelab toy eval [--models DIR ...] [--num-problems 500] [--samples 8] [--temperature 0.8] [--out DIR]
+    moelab toy grid [RECIPE.yaml] [key=value ...]    # default recipe: configs/toy/grid.yaml's values
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from core.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="toy_command", metavar="{train,eval}")
+    sub = parser.add_subparsers(dest="toy_command", metavar="{train,eval,grid}")
     train = sub.add_parser("train", help="train every member of the family from a recipe",
                            description="Train the toy family (kind: toy_train). Without a recipe the schema "
                                        "defaults apply; they equal configs/toy/train.yaml.")
@@ -38,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--threads", type=int, default=1, help="hf backend: torch threads (1 is robust on shared "
                                                                  "cores)")
     evaluate.add_argument("--out", type=Path, default=Path("outputs/toy_eval"), help="output directory")
+    grid = sub.add_parser("grid", help="train and measure the sparsity grid over E, seeds and data regimes",
+                          description="The toy sparsity grid (kind: toy_grid): per member train loss, held-out "
+                                      "reasoning, seen-problem and memorization accuracy and both task losses; "
+                                      "a summary over seeds and a figure. Resumable.")
+    grid.add_argument("recipe", nargs="?", default=None, help="recipe YAML (kind: toy_grid); optional")
+    grid.add_argument("overrides", nargs="*", default=[], help="dotted key=value overrides, e.g. seeds=[0]")
     parser.set_defaults(toy_parser=parser)
 
 
@@ -57,18 +64,24 @@ def run(args: argparse.Namespace) -> int:
         return _train(args)
     if args.toy_command == "eval":
         return _eval(args)
+    if args.toy_command == "grid":
+        return _grid(args)
     args.toy_parser.print_help()
     return 2
+
+
+def _recipe_and_overrides(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    recipe, overrides = args.recipe, list(args.overrides)
+    if recipe is not None and "=" in recipe and not Path(recipe).is_file():
+        recipe, overrides = None, [recipe, *overrides]  # `moelab toy train seed=1`: no recipe given
+    return recipe, overrides
 
 
 def _train(args: argparse.Namespace) -> int:
     from checkpoints_index.toy.schema import ToyTrainConfig
     from core.config import load_config
 
-    recipe, overrides = args.recipe, list(args.overrides)
-    if recipe is not None and "=" in recipe and not Path(recipe).is_file():
-        recipe, overrides = None, [recipe, *overrides]  # `moelab toy train seed=1`: no recipe given
-    cfg = load_config(recipe, overrides, schema=ToyTrainConfig)
+    cfg = load_config(*_recipe_and_overrides(args), schema=ToyTrainConfig)
     from checkpoints_index.toy.train import train_family
 
     train_family(cfg)
@@ -90,4 +103,15 @@ def _eval(args: argparse.Namespace) -> int:
                     num_samples=args.samples, temperature=args.temperature, max_steps=args.max_steps,
                     max_operand=args.max_operand, backend=args.backend)
     print(f"wrote {args.out / 'toy_eval.md'} and {args.out / 'toy_eval.csv'}")
+    return 0
+
+
+def _grid(args: argparse.Namespace) -> int:
+    from checkpoints_index.toy.schema import ToyGridConfig
+    from core.config import load_config
+
+    cfg = load_config(*_recipe_and_overrides(args), schema=ToyGridConfig)
+    from inference.toy_grid import run_grid
+
+    run_grid(cfg)
     return 0

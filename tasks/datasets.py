@@ -57,6 +57,7 @@ DATASETS = {d.name: d for d in [
     DatasetSpec("gsm8k", "gsm8k", "shipped"),
     DatasetSpec("gsm8k-hub", "gsm8k", "hub", "openai/gsm8k", "main", solution_field="answer"),
     DatasetSpec("toy", "toy", "generated"),
+    DatasetSpec("toy_facts", "toy", "generated"),  # tasks.toy_facts: the toy memorization control
     DatasetSpec("math", "math", "hub", "DigitalLearningGmbH/MATH-lighteval"),
     DatasetSpec("math500", "math", "shipped"),  # tasks/data/math500: PRM800K's MATH-500 split (MIT), 500 problems
     DatasetSpec("math500-hub", "math", "hub", "HuggingFaceH4/MATH-500", gold_field="answer"),
@@ -152,7 +153,8 @@ def load_problems(dataset: str, split: str = "test", limit: int | None = None, s
     `shuffle_seed` shuffles before `limit` (the study shuffled GSM8K test with seed 0). `task` (a
     checker task or a dataset name) judges every row, overriding the table and a file's `task`
     fields; without it a named dataset's rows get the table's task and a JSONL's rows their own.
-    `toy_options` go to the toy generator (num_problems, seed, min_steps, max_steps, max_operand).
+    `toy_options` go to the toy generator (num_problems, seed, min_steps, max_steps, max_operand); `toy_facts`
+    reads num_problems (facts, default 1,000) and seed.
     """
     task = checker_task(task) if task is not None else None
     spec = DATASETS.get(dataset)
@@ -172,8 +174,16 @@ def load_problems(dataset: str, split: str = "test", limit: int | None = None, s
     elif dataset == "toy":
         from tasks.toy import make_problems
 
-        options = {"num_problems": 1000 if split == "test" else 20000, **toy_options}
+        options = {"num_problems": 20000 if split == "train" else 1000, **toy_options}
         rows = [{**row, "task": task or spec.task} for row in make_problems(split, **options)]
+    elif dataset == "toy_facts":
+        from tasks.toy_facts import SPLITS, make_facts
+
+        if split not in SPLITS:
+            raise UserError(f"toy_facts has only the split 'train' (memorization is asked about what training saw); "
+                            f"got split={split!r}")
+        options = {"num_facts": toy_options.get("num_problems", 1000), "seed": toy_options.get("seed", 0)}
+        rows = [{**row, "task": task or spec.task} for row in make_facts(**options)]
     elif spec is not None:
         rows = _from_hub(spec, split, task or spec.task)
     elif dataset.endswith(".jsonl") or Path(dataset).is_file():

@@ -17,6 +17,10 @@ pairs; tests/test_taskloss.py holds its sha256) from the GSM8K copy the lab ship
   Hub (`mandarjoshi/trivia_qa`) or local files (`data_files={"train": ..., "validation": ...}`).
 - `toy`: the toy task's 1,000 test problems with the same construction, 0-shot by default (the toy
   members were trained 0-shot and have a 256-token context); demonstrations from 1,000 train problems.
+- `toy_facts`: the toy memorization control, the 200 facts the members were pretrained on
+  (`make_facts(200, seed=0)`: configs/toy/train.yaml), the same construction, 0-shot by default;
+  demonstrations, when asked for, come from the facts themselves, leaving out the document's own as lm-eval
+  does when few-shot examples come from the evaluated split (configs/lm_eval_tasks/toy/toy_facts.yaml).
 - any JSONL (or the authors' JSON list) with `prompt` and `answer` fields.
 """
 
@@ -31,18 +35,28 @@ from core.errors import UserError
 from tasks.datasets import load_problems
 
 STUDY_SEED = 42  # math_eval.sh's --seed 42, which lm-eval also uses as the few-shot seed
-TASKLOSS_SETS = {"gsm8k-4shot": 4, "triviaqa-4shot": 4, "toy": 0}  # name -> default number of demonstrations
+TASKLOSS_SETS = {"gsm8k-4shot": 4, "triviaqa-4shot": 4, "toy": 0, "toy_facts": 0}  # name -> default number of demonstrations
 TRIVIAQA_HUB = ("mandarjoshi/trivia_qa", "rc.nocontext")
+TOY_FACTS = {"num_problems": 200, "seed": 0}  # the facts of configs/toy/train.yaml (task.num_facts, seed)
 
 
 def fewshot_pairs(docs: Sequence[Any], train: Sequence[Any], num_shots: int, seed: int,
-                  text: Callable[[Any], str], target: Callable[[Any], str]) -> list[dict]:
+                  text: Callable[[Any], str], target: Callable[[Any], str], same_split: bool = False) -> list[dict]:
     """lm-eval's few-shot contexts (one seeded generator, `sample(train, k)` per document in order) as
-    {prompt, answer} pairs, the answer being the document's target with no leading space."""
+    {prompt, answer} pairs, the answer being the document's target with no leading space.
+
+    `same_split`: the demonstrations come from the documents' own split; lm-eval then draws k + 1 and drops
+    the document itself (`ContextSampler.rm_eval_doc`), so no prompt shows its own answer."""
     rng = random.Random(seed)
+    pool = list(train) if not isinstance(train, list) else train
     pairs = []
     for doc in docs:
-        shots = rng.sample(list(train) if not isinstance(train, list) else train, num_shots) if num_shots else []
+        if not num_shots:
+            shots = []
+        elif same_split:
+            shots = [s for s in rng.sample(pool, num_shots + 1) if s != doc][:num_shots]
+        else:
+            shots = rng.sample(pool, num_shots)
         context = "".join(f"{text(s)} {target(s)}\n\n" for s in shots)
         pairs.append({"prompt": context + text(doc), "answer": target(doc)})
     return pairs
@@ -62,6 +76,12 @@ def toy_set(num_shots: int = 0, seed: int = STUDY_SEED) -> list[dict]:
     """The toy task's equivalent: its 1,000 test problems (the sweeps' and `moelab eval`'s `toy` task's)."""
     return fewshot_pairs(load_problems("toy", "test"), load_problems("toy", "train", num_problems=1000),
                          num_shots, seed, _qa_text, lambda row: row["solution"])
+
+
+def toy_facts_set(num_shots: int = 0, seed: int = STUDY_SEED) -> list[dict]:
+    """The toy memorization control's set: the 200 pretraining facts (`toy_facts` in `moelab eval`), in order."""
+    facts = load_problems("toy_facts", "train", **TOY_FACTS)
+    return fewshot_pairs(facts, facts, num_shots, seed, _qa_text, lambda row: row["solution"], same_split=True)
 
 
 def _trivia_rows(split: str, data_files: dict[str, str] | None) -> Any:
@@ -115,6 +135,8 @@ def load_taskloss_set(dataset: str, num_shots: int | None = None, seed: int = ST
             return dataset, gsm8k_set(shots, seed)
         if dataset == "toy":
             return dataset, toy_set(shots, seed)
+        if dataset == "toy_facts":
+            return dataset, toy_facts_set(shots, seed)
         return dataset, triviaqa_set(shots, seed, data_files)
     if dataset.endswith((".jsonl", ".json")) or Path(dataset).is_file():
         return Path(dataset).stem, read_pairs(dataset)

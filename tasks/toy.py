@@ -14,8 +14,12 @@ operand size (`max_operand`). Running totals never go negative (a take-away neve
 there), so every gold answer is a non-negative integer.
 
 Splits are disjoint by construction, for any sizes and seeds: a question belongs to `test` when a
-stable hash of its text falls in one bucket out of `_TEST_BUCKETS`, otherwise to `train`; each split
-keeps drawing until it has `num_problems` distinct questions of its own bucket.
+stable hash of its text falls in one bucket out of `_TEST_BUCKETS` (one in five), to `validation`
+when it falls in one bucket out of `_VALIDATION_BUCKETS` (one in twenty, never a test bucket),
+otherwise to `train`; each split keeps drawing until it has `num_problems` distinct questions of
+its own bucket. `validation` is for every tuning decision (GRPO recipe, learning rates, which family
+to keep), so that `test` numbers are reported once per final setting. Adding it (#17) moved 5% of
+the question space out of `train`; `test` is the same as before.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ import random
 
 from core.errors import UserError
 
-SPLITS = ("train", "test")
-_TEST_BUCKETS = 5  # one question in five belongs to the test split
+SPLITS = ("train", "validation", "test")
+_TEST_BUCKETS = 5  # one question in five belongs to the test split (first hash byte % 5 == 0)
+_VALIDATION_BUCKETS = 20  # one in twenty to validation (first hash byte % 20 == 1: never % 5 == 0)
 
 # (name, pronoun) pairs and countable objects: enough variety that the model must read the names.
 _PEOPLE = [("Tom", "He"), ("Mia", "She"), ("Sam", "He"), ("Ana", "She"), ("Leo", "He"), ("Zoe", "She"),
@@ -46,8 +51,10 @@ def _split_seed(split: str, seed: int) -> str:
 
 def split_of(question: str) -> str:
     """The split a question belongs to (stable hash bucket), whatever seed produced it."""
-    digest = hashlib.sha256(question.encode()).digest()
-    return "test" if digest[0] % _TEST_BUCKETS == 0 else "train"
+    first_byte = hashlib.sha256(question.encode()).digest()[0]
+    if first_byte % _TEST_BUCKETS == 0:
+        return "test"
+    return "validation" if first_byte % _VALIDATION_BUCKETS == 1 else "train"
 
 
 def _one_problem(rng: random.Random, num_steps: int, max_operand: int) -> tuple[str, str, int]:
@@ -72,7 +79,7 @@ def _one_problem(rng: random.Random, num_steps: int, max_operand: int) -> tuple[
 
 def make_problems(split: str, num_problems: int, seed: int = 0, min_steps: int = 1, max_steps: int = 3,
                   max_operand: int = 30) -> list[dict]:
-    """`num_problems` distinct problems of `split` ("train" or "test"), deterministic in all arguments.
+    """`num_problems` distinct problems of `split` ("train", "validation" or "test"), deterministic in all arguments.
 
     Rows: `id` ("toy-{split}-{seed}-{i}"), `question`, `solution` (steps, then `#### N`), `gold` (str(N)).
     `tasks.datasets.load_problems("toy")` returns the same rows with `task: "toy"`, the checker that judges them.

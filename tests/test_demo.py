@@ -25,7 +25,8 @@ def demo_run(tmp_path_factory, monkeypatch_module):
     cfg = load_recipe(REPO / "configs/demo/toy.yaml", [
         f"output_dir={out}", f"quick.models=[{','.join(MEMBERS)}]",
         "quick.sweep_overrides=[data.limit=16,sampling.num_samples=4,aggregate.bootstrap=200]",
-        "quick.grpo_overrides=[max_steps=2,eval.limit=16,checkpoints.save_steps=100]"])
+        "quick.grpo_overrides=[max_steps=2,eval.limit=16,checkpoints.save_steps=100]", "sft_control.steps=2",
+        "sft_control.batch_size=16"])
     report = run_demo(cfg, quick=True)
     return report.parent
 
@@ -63,6 +64,30 @@ def test_report_numbers_match_the_csvs(demo_run):
                            f"{100 * float(pass1_before['ci_high']):.1f}]"
         majority = metric_value(rows, member, "majority", 4)
         assert cells[7].startswith(f"{100 * float(majority['accuracy']):.1f} ")
+
+
+@pytest.mark.slow
+def test_the_sft_control_stands_beside_grpo_on_the_same_eval(demo_run):
+    """Each member's SFT-on-gold control scored the GRPO run's eval problems, and the report quotes both runs'
+    recorded paired changes."""
+    import json
+
+    from moelab.demo_report import _fmt_eval_change, eval_change
+    from rl.report import read_verdicts
+
+    report = (demo_run / "report.md").read_text()
+    assert "## GRPO beside the SFT-on-gold control" in report
+    for member in MEMBERS:
+        grpo_dir, sft_dir = demo_run / "grpo" / member, demo_run / "sft" / member
+        sft_summary = json.loads((sft_dir / "summary.json").read_text())
+        assert sft_summary["settings"]["steps"] == 2
+        assert sft_summary["before_eval_from"] == str(grpo_dir)  # step 0 copied from the GRPO run, not decoded again
+        grpo_ids = {i for step in read_verdicts(grpo_dir / "eval_samples.jsonl")["toy"].values() for i in step}
+        sft_steps = read_verdicts(sft_dir / "eval_samples.jsonl")["toy"]
+        assert sorted(sft_steps) == [0, 2] and all(set(v) == grpo_ids for v in sft_steps.values())
+        grpo, sft = eval_change(grpo_dir), eval_change(sft_dir)
+        assert sft["before"] == grpo["before"]  # the same member, problems and greedy decoding before training
+        assert f"| {member} | {_fmt_eval_change(grpo)} | {_fmt_eval_change(sft)} |" in report
 
 
 def _readme_commands():

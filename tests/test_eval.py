@@ -40,7 +40,8 @@ def test_every_study_task_file_names_the_commit_it_reproduces():
 
 
 def test_lab_tasks_override_lm_evals_own_and_keep_the_study_settings(task_manager):
-    names = ("gsm8k", "gsm_plus", "triviaqa", "hellaswag", "humaneval", "humaneval_plus", "mbpp", "mbpp_plus", "toy")
+    names = ("gsm8k", "gsm_plus", "triviaqa", "hellaswag", "humaneval", "humaneval_plus", "mbpp", "mbpp_plus", "toy",
+             "toy_facts")
     for name in names:
         assert Path(task_manager.task_index[name].yaml_path).resolve().is_relative_to(LAB_TASKS_DIR), name
     gsm8k = task_manager.task_index["gsm8k"].cfg
@@ -57,7 +58,7 @@ def test_recipes_validate_with_the_study_settings():
     assert (math_cfg.seed, math_cfg.backend.type, math_cfg.backend.max_length) == (42, "vllm", 4096)
     code_cfg = load_recipe(REPO / "configs/eval/study-code.yaml")
     assert code_cfg.run_unsafe_code is False and "humaneval_plus" in code_cfg.tasks
-    assert load_recipe(REPO / "configs/eval/toy.yaml").tasks == ["toy"]
+    assert load_recipe(REPO / "configs/eval/toy.yaml").tasks == ["toy", "toy_facts"]
     assert load_recipe(REPO / "configs/taskloss/study-gsm8k.yaml").dataset == "gsm8k-4shot"
 
 
@@ -103,7 +104,7 @@ def _lm_eval_cli(args, env_python=sys.executable):
 def test_toy_recipe_equals_the_lm_eval_command_line(backend, tmp_path, capsys):
     source = str(REPO / "checkpoints_index/toy/models" / TOY)
     out = tmp_path / "moelab"
-    recipe = ["eval", "configs/eval/toy.yaml", f"models=[{TOY}]", "limit=16", f"output_dir={out}",
+    recipe = ["eval", "configs/eval/toy.yaml", f"models=[{TOY}]", "tasks=[toy]", "limit=16", f"output_dir={out}",
               f"backend.type={backend}", "backend.batch_size=16"]
     assert main(recipe) == 0
     ours = {(r["task"], r["metric"], r["filter"]): (float(r["value"]), r["stderr"]) for r in _csv(out / "results.csv")}

@@ -37,10 +37,13 @@ def test_generator_is_deterministic_in_its_seed():
 
 def test_splits_are_disjoint_and_questions_distinct():
     train = {p["question"] for p in make_problems("train", 5000)}
+    validation = {p["question"] for p in make_problems("validation", 1000)}
     test = [p["question"] for p in make_problems("test", 1000)]
-    assert len(train) == 5000 and len(set(test)) == 1000
-    assert not train & set(test)
-    assert all(split_of(q) == "test" for q in test)
+    assert len(train) == 5000 and len(validation) == 1000 and len(set(test)) == 1000
+    assert not train & set(test) and not train & validation and not validation & set(test)
+    assert all(split_of(q) == "test" for q in test) and all(split_of(q) == "validation" for q in validation)
+    # the validation bucket came out of train (#17): the test split is the one every earlier number used
+    assert test[0].startswith("Mia has 4 shells. She finds 15 more shells.")
 
 
 def test_gold_equals_the_arithmetic_of_the_steps():
@@ -61,7 +64,7 @@ def test_difficulty_knobs_and_bad_arguments():
     steps = {len(_EQUATION.findall(p["solution"])) for p in make_problems("train", 300, min_steps=2, max_steps=2)}
     assert steps == {2}
     with pytest.raises(UserError, match="split"):
-        make_problems("validation", 10)
+        make_problems("dev", 10)
     with pytest.raises(UserError, match="min_steps"):
         make_problems("test", 10, min_steps=3, max_steps=2)
 

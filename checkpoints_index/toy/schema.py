@@ -27,6 +27,11 @@ class ToyTaskConfig:
     min_steps: int = config_field(1, "fewest +/- operations per problem")
     max_steps: int = config_field(3, "most +/- operations per problem")
     max_operand: int = config_field(30, "largest operand (and starting amount)")
+    num_facts: int = config_field(
+        200, "memorization control (tasks/toy_facts.py): number facts about synthetic people, seen only in "
+              "training; 0 = reasoning only")
+    fact_share: float = config_field(0.25, "share of every batch's sequences that are facts (fixed, so every "
+                                           "member and data regime sees each fact equally often)")
 
 
 @dataclass
@@ -59,3 +64,38 @@ class ToyTrainConfig:
     model: ToyModelConfig = config_field(ToyModelConfig, "architecture shared by all members")
     task: ToyTaskConfig = config_field(ToyTaskConfig, "training data")
     optim: ToyOptimConfig = config_field(ToyOptimConfig, "optimizer and budget")
+
+
+@dataclass
+class ToyRegime:
+    name: str = config_field("20k", "the regime's label (a folder name and a column of toy-grid.csv)")
+    num_train_problems: int = config_field(20000, "distinct training problems at the grid's one token budget")
+
+
+@dataclass
+class ToyExtraMember:
+    regime: str = config_field("20k", "one of the grid's regime names")
+    experts: int = config_field(8, "E")
+    top_k: int = config_field(4, "k")
+    seed: int = config_field(0, "seed")
+
+
+@dataclass
+class ToyGridConfig:
+    """`moelab toy grid` (kind `toy_grid`): the toy sparsity grid over E, seeds and data regimes."""
+
+    kind: str = config_field("toy_grid", "recipe type")
+    train_recipe: str = config_field("configs/toy/train.yaml", "the base toy_train recipe every member starts from",
+                                     must_exist=True)
+    train_overrides: dict = config_field({}, "dotted overrides applied to the base recipe for every member")
+    experts: list[int] = config_field([2, 4, 8, 16, 32], "E values of the grid (E = top_k is dense)")
+    top_k: int = config_field(2, "k of every grid member (fixed active parameters)")
+    seeds: list[int] = config_field([0, 1, 2], "training seeds per (regime, E)")
+    regimes: list[ToyRegime] = config_field([ToyRegime()], "data regimes (unique training problems)")
+    extra_members: list[ToyExtraMember] = config_field([], "members outside the grid, e.g. the shipped E8-k4")
+    num_test: int = config_field(500, "held-out test problems per member (seed 0: the same for all)")
+    num_seen: int = config_field(500, "of each member's own training problems, measured greedily too")
+    workers: int = config_field(2, "members trained and measured at once (one torch thread each)")
+    models_dir: str = config_field("outputs/toy_grid/models", "member weights: <regime>/seed<s>/<member>")
+    results: str = config_field("outputs/toy_grid/toy-grid.csv", "the per-member table; -summary.csv and .png "
+                                                                   "are written beside it")

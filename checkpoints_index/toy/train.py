@@ -53,6 +53,26 @@ def training_rows(cfg: Any) -> list[dict]:
                          max_steps=task.max_steps, max_operand=task.max_operand)
 
 
+def fact_rows(cfg: Any) -> list[dict]:
+    """The memorization control's facts of this recipe (`task.num_facts` at `seed`; none when 0)."""
+    from tasks.toy_facts import make_facts
+
+    return make_facts(cfg.task.num_facts, seed=cfg.seed)
+
+
+def facts_per_batch(cfg: Any) -> int:
+    task = cfg.task
+    if not 0.0 <= task.fact_share < 1.0:
+        raise UserError(f"task.fact_share must be in [0, 1); got {task.fact_share}")
+    if task.num_facts == 0:
+        return 0
+    count = round(task.fact_share * cfg.optim.batch_size)
+    if count == 0:
+        raise UserError(f"task.fact_share={task.fact_share} x optim.batch_size={cfg.optim.batch_size} rounds to no "
+                        f"fact per batch; raise fact_share or set task.num_facts=0")
+    return count
+
+
 def build_tokenizer(rows: list[dict], vocab_size: int):
     from checkpoints_index.toy.tokenizer import train_tokenizer
 
@@ -106,8 +126,11 @@ def _batch(examples: list[tuple[list[int], int]], pad_id: int):
 
 
 def train_member(cfg: Any, experts: int, top_k: int, tokenizer, data: list[tuple[list[int], int]],
-                 out_dir: Path) -> dict:
-    """Train one member from the recipe's seed and save it (weights, tokenizer, training.json)."""
+                 out_dir: Path, facts: list[tuple[list[int], int]] = ()) -> dict:
+    """Train one member from the recipe's seed and save it (weights, tokenizer, training.json).
+
+    Every batch holds `facts_per_batch(cfg)` fact sequences (drawn in their own seeded order, so the
+    reasoning data order does not depend on the facts) and the rest reasoning problems."""
     import torch
     from tqdm import tqdm
     from transformers import MixtralForCausalLM, get_cosine_with_min_lr_schedule_with_warmup
@@ -123,15 +146,24 @@ def train_member(cfg: Any, experts: int, top_k: int, tokenizer, data: list[tuple
                                                            min_lr_rate=opt.min_lr_ratio)
     order = torch.Generator().manual_seed(cfg.seed)  # the same data order for every member
     permutation, cursor = torch.randperm(len(data), generator=order).tolist(), 0
+    num_fact_rows = facts_per_batch(cfg) if facts else 0
+    fact_order = torch.Generator().manual_seed(cfg.seed + 1)
+    fact_permutation, fact_cursor = (torch.randperm(len(facts), generator=fact_order).tolist() if facts else []), 0
+    reasoning_rows = opt.batch_size - num_fact_rows
     losses, aux_losses, tokens_seen = [], [], 0
     name = member_name(cfg.model.hidden_size, experts, top_k)
     start = time.time()
     bar = tqdm(range(opt.steps), desc=name, unit="step", dynamic_ncols=True)
     for _ in bar:
-        if cursor + opt.batch_size > len(permutation):
+        if cursor + reasoning_rows > len(permutation):
             permutation, cursor = torch.randperm(len(data), generator=order).tolist(), 0
-        examples = [data[i] for i in permutation[cursor:cursor + opt.batch_size]]
-        cursor += opt.batch_size
+        examples = [data[i] for i in permutation[cursor:cursor + reasoning_rows]]
+        cursor += reasoning_rows
+        if num_fact_rows:
+            if fact_cursor + num_fact_rows > len(fact_permutation):
+                fact_permutation, fact_cursor = torch.randperm(len(facts), generator=fact_order).tolist(), 0
+            examples += [facts[i] for i in fact_permutation[fact_cursor:fact_cursor + num_fact_rows]]
+            fact_cursor += num_fact_rows
         input_ids, labels, mask = _batch(examples, tokenizer.pad_token_id)
         out = model(input_ids=input_ids, attention_mask=mask, labels=labels, output_router_logits=True)
         optimizer.zero_grad(set_to_none=True)
@@ -154,7 +186,9 @@ def train_member(cfg: Any, experts: int, top_k: int, tokenizer, data: list[tuple
              "final_train_loss": sum(losses[-tail:]) / tail, "final_aux_loss": sum(aux_losses[-tail:]) / tail,
              "steps": opt.steps, "batch_size": opt.batch_size, "tokens_seen": tokens_seen,
              "peak_lr": opt.lr, "final_lr": schedule.get_last_lr()[0],
-             "train_seconds": round(seconds, 1), "seed": cfg.seed}
+             "train_seconds": round(seconds, 1), "seed": cfg.seed,
+             "num_train_problems": cfg.task.num_train_problems, "num_facts": cfg.task.num_facts if facts else 0,
+             "facts_per_batch": num_fact_rows}
     save_member(model, tokenizer, out_dir, stats)
     return stats
 
@@ -179,13 +213,14 @@ def train_family(cfg: Any) -> list[dict]:
         raise UserError("members: list at least one member, e.g. members=[E8-k2]")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    rows = training_rows(cfg)
-    tokenizer = build_tokenizer(rows, cfg.vocab_size)
-    data = encode(rows, tokenizer)
+    rows, fact_list = training_rows(cfg), fact_rows(cfg)
+    facts_per_batch(cfg)  # a bad fact_share fails here, before any member trains
+    tokenizer = build_tokenizer(rows + fact_list, cfg.vocab_size)
+    data, facts = encode(rows, tokenizer), encode(fact_list, tokenizer)
     results = []
     for experts, top_k in members:
         out_dir = Path(cfg.output_dir) / member_name(cfg.model.hidden_size, experts, top_k)
-        stats = train_member(cfg, experts, top_k, tokenizer, data, out_dir)
+        stats = train_member(cfg, experts, top_k, tokenizer, data, out_dir, facts)
         save_resolved_config(cfg, out_dir, name="recipe.yaml")
         print(f"{stats['name']}: loss {stats['final_train_loss']:.4f}, {stats['total_params']:,} params "
               f"({stats['active_params']:,} active), {stats['train_seconds']:.0f} s -> {out_dir}", flush=True)

@@ -1,0 +1,144 @@
+"""The toy memorization control and the toy sparsity grid: facts, mixing, the grid job, and the committed grid."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from checkpoints_index.toy.schema import ToyGridConfig, ToyTrainConfig
+from checkpoints_index.toy.train import facts_per_batch
+from core.config import load_config
+from core.errors import UserError
+from core.stats import t_interval
+from inference.toy_grid import GRID_COLUMNS, grid_cells, measure_member, run_grid, summarize_grid, summary_markdown
+from tasks.datasets import load_problems
+from tasks.toy_facts import make_facts
+
+ROOT = Path(__file__).parents[1]
+GRID_CSV = ROOT / "docs" / "results" / "toy-grid.csv"
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+
+
+def test_facts_are_deterministic_distinct_and_checkable():
+    facts = make_facts(300, seed=4)
+    assert facts == make_facts(300, seed=4) and facts != make_facts(300, seed=5)
+    assert make_facts(50, seed=4) == facts[:50]  # a smaller world is a prefix of a larger one
+    people = {f["question"].rsplit(" of ", 1)[1] for f in facts}
+    assert len(people) == 300  # one fact per person: no question has two answers
+    for fact in facts:
+        assert fact["solution"].endswith(f"\n#### {fact['gold']}") and 1 <= int(fact["gold"]) <= 99
+    rows = load_problems("toy_facts", "train", num_problems=20, seed=4)
+    assert {r["task"] for r in rows} == {"toy"} and rows[0]["question"] == facts[0]["question"]
+    with pytest.raises(UserError, match="only the split 'train'"):
+        load_problems("toy_facts", "test")
+
+
+def test_fact_share_is_checked_and_rounds_to_whole_sequences():
+    cfg = load_config(None, ["task.num_facts=10", "task.fact_share=0.25"], schema=ToyTrainConfig)
+    assert facts_per_batch(cfg) == 8  # 0.25 x 32
+    assert facts_per_batch(load_config(None, ["task.num_facts=0"], schema=ToyTrainConfig)) == 0
+    with pytest.raises(UserError, match="fact_share"):
+        facts_per_batch(load_config(None, ["task.fact_share=1.0"], schema=ToyTrainConfig))
+    with pytest.raises(UserError, match="rounds to no"):
+        facts_per_batch(load_config(None, ["task.fact_share=0.01"], schema=ToyTrainConfig))
+
+
+def test_grid_cells_and_bad_grids():
+    grid = load_config(ROOT / "configs" / "toy" / "grid.yaml", [], schema=ToyGridConfig)
+    cells = grid_cells(grid)
+    assert len(cells) == len(grid.regimes) * 5 * 3 + 1 and ("20k", 8, 4, 0) in cells and ("20k", 32, 2, 2) in cells
+    two = load_config(ROOT / "configs" / "toy" / "grid.yaml", ["regimes=[{name: a, num_train_problems: 10}, "
+                                                               "{name: 20k, num_train_problems: 20}]"], schema=ToyGridConfig)
+    order = [c[0] for c in grid_cells(two)]
+    assert order == ["a"] * 15 + ["20k"] * 16  # regime by regime, each with its extra members
+    with pytest.raises(UserError, match="top_k <= E"):
+        grid_cells(load_config(None, ["experts=[1]"], schema=ToyGridConfig))
+    with pytest.raises(UserError, match="regime"):
+        grid_cells(load_config(None, ["extra_members=[{regime: nope}]"], schema=ToyGridConfig))
+
+
+def test_t_interval_is_the_student_t_interval_and_the_summary_clips_it():
+    mean, low, high = t_interval([0.5, 0.6, 0.7])
+    assert mean == pytest.approx(0.6) and high - mean == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-5)
+    assert math.isnan(t_interval([0.4])[1])
+    rows = [{"regime": "r", "num_train_problems": 10, "num_experts": 2, "top_k": 2, "total_params": 1,
+             "active_params": 1, "reasoning_accuracy": v, "train_loss": v / 10} for v in (0.1, 0.9, 0.95)]
+    cell = summarize_grid(rows)[0]
+    assert cell["reasoning_accuracy_high"] == 1.0 and cell["train_loss_low"] == 0.0  # the feasible ranges
+
+
+@pytest.mark.slow  # trains four 6-step members in two worker processes
+def test_the_grid_trains_measures_summarises_and_resumes(tmp_path):
+    overrides = ["experts=[2,4]", "seeds=[0,1]", "regimes=[{name: tiny, num_train_problems: 64}]",
+                 "train_overrides={optim.steps: 6, optim.warmup_steps: 1, task.num_facts: 16}",
+                 "num_test=12", "num_seen=12", f"models_dir={tmp_path / 'models'}",
+                 f"results={tmp_path / 'grid.csv'}"]
+    grid = load_config(ROOT / "configs" / "toy" / "grid.yaml", overrides + ["extra_members=[]"], schema=ToyGridConfig)
+    paths = run_grid(grid)
+    rows = list(csv.DictReader(paths["table"].open()))
+    assert [r["num_experts"] for r in rows] == ["2", "2", "4", "4"] and list(rows[0]) == GRID_COLUMNS
+    assert {r["num_facts"] for r in rows} == {"16"} and {r["num_test"] for r in rows} == {"12"}
+    for row in rows:
+        for metric in ("reasoning_accuracy", "seen_problem_accuracy", "memorization_accuracy"):
+            assert 0.0 <= float(row[metric]) <= 1.0
+        assert float(row["reasoning_loss"]) > 0 and float(row["memorization_loss"]) > 0
+    assert rows[0]["total_params"] != rows[2]["total_params"]  # E=4 has more experts
+    assert rows[0]["active_params"] == rows[0]["total_params"]  # E=2, k=2: dense
+    summary = list(csv.DictReader(paths["summary"].open()))
+    assert [(s["num_experts"], s["seeds"]) for s in summary] == [("2", "2"), ("4", "2")]
+    assert float(summary[0]["train_loss_low"]) <= float(summary[0]["train_loss"]) <= float(summary[0]["train_loss_high"])
+    assert paths["figure"].stat().st_size > 0
+    member = tmp_path / "models" / "tiny" / "seed1" / "toy-d64-E4-k2"
+    weights = (member / "model.safetensors").stat().st_mtime_ns
+    (member / "measure.json").unlink()  # a lost measurement is redone from the kept weights, nothing retrained
+    run_grid(grid)
+    assert (member / "model.safetensors").stat().st_mtime_ns == weights and (member / "measure.json").is_file()
+
+
+# --- the committed grid --------------------------------------------------------------------------
+
+def _committed_rows() -> list[dict]:
+    if not GRID_CSV.is_file():
+        pytest.fail(f"{GRID_CSV} is missing: run `moelab toy grid configs/toy/grid.yaml results={GRID_CSV}`")
+    return list(csv.DictReader(GRID_CSV.open()))
+
+
+def test_the_committed_grid_is_complete():
+    grid = load_config(ROOT / "configs" / "toy" / "grid.yaml", [], schema=ToyGridConfig)
+    rows = _committed_rows()
+    cells = {(r["regime"], int(r["num_experts"]), int(r["top_k"]), int(r["seed"])) for r in rows}
+    assert cells == set(grid_cells(grid))
+    for row in rows:
+        assert all(row[c] != "" for c in GRID_COLUMNS), row["member"]
+    summary = summarize_grid(rows)
+    assert min(s["seeds"] for s in summary if s["top_k"] == grid.top_k) >= 3
+
+
+def test_the_readmes_show_the_committed_grid():
+    summary = (ROOT / "docs" / "results" / "toy-grid-summary.md").read_text()
+    assert summary.strip() in (ROOT / "checkpoints_index" / "toy" / "README.md").read_text()
+    assert "docs/results/toy-grid.png" in (ROOT / "README.md").read_text()
+    rows = _committed_rows()
+    assert summary == summary_markdown(summarize_grid(rows))  # the table is the CSV's, not edited by hand
+
+
+@pytest.mark.slow  # greedy decoding of 1,500 prompts
+def test_a_committed_member_reproduces_its_grid_row():
+    """The shipped E8-k2 is the grid's 20k / seed 0 member: measured again, it gives its row within a point."""
+    member = ROOT / "checkpoints_index" / "toy" / "models" / "toy-d64-E8-k2"
+    row = next(r for r in _committed_rows() if r["regime"] == "20k" and r["seed"] == "0"
+               and r["member"] == member.name)
+    recipe = OmegaConf.load(member / "recipe.yaml")
+    assert recipe.task.num_train_problems == int(row["num_train_problems"]) and recipe.seed == 0
+    measured = measure_member(member, recipe, num_test=int(row["num_test"]), num_seen=int(row["num_seen"]))
+    for metric in ("reasoning_accuracy", "seen_problem_accuracy", "memorization_accuracy"):
+        assert abs(measured[metric] - float(row[metric])) <= 0.01, metric
+    assert measured["reasoning_loss"] == pytest.approx(float(row["reasoning_loss"]), rel=0.02)
+    assert json.loads((member / "training.json").read_text())["final_train_loss"] == pytest.approx(
+        float(row["train_loss"]))
