@@ -49,6 +49,7 @@ def _run_one(cfg_yaml: str, member: str, method: str, seed: int) -> tuple[str, s
     from moelab.demo import member_grpo_recipe, train_or_reuse
 
     cfg = OmegaConf.create(cfg_yaml)
+    _own_rendezvous_port()
     run_dir = Path(cfg.output_dir) / cfg.run_name / f"seed{seed}"
     grpo_cfg = member_grpo_recipe(cfg.grpo_recipe, [*cfg.grpo_overrides, f"grpo.seed={seed}"], member, run_dir)
     if method == "grpo":
@@ -60,6 +61,17 @@ def _run_one(cfg_yaml: str, member: str, method: str, seed: int) -> tuple[str, s
     s = cfg.sft_control
     run_sft_control(grpo_cfg, out, steps=s.steps, learning_rate=s.learning_rate, batch_size=s.batch_size, seed=seed)
     return member, method, seed, str(out)
+
+
+def _own_rendezvous_port() -> None:
+    """Each worker's single-process torch.distributed group gets a free port of its own: two runs at
+    once would otherwise both bind the default 29500 (EADDRINUSE)."""
+    import os
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        os.environ["MASTER_PORT"] = str(probe.getsockname()[1])
 
 
 def per_problem_changes(run_dir: Path) -> dict[str, dict[str, float]]:

@@ -19,7 +19,7 @@ from moelab.recipes import load_recipe
 LAB = Path(__file__).resolve().parents[1]
 # Subcommands whose recipe argument's help names no example YAML: the recipe their examples are for.
 EXAMPLE_RECIPES = {"config": "configs/sweep/toy.yaml", "grpo": "configs/grpo/toy.yaml",
-                   "toy train": "configs/toy/train.yaml"}
+                   "toy train": "configs/toy/train.yaml", "toy grid": "configs/toy/grid.yaml"}
 
 
 def test_version_is_the_package_version():
