@@ -38,9 +38,14 @@ endif
 endif
 endif
 
-.PHONY: install test test-fast demo demo-quick bench clean
+.PHONY: install test test-fast demo demo-quick bench clean sandbox-tools
 
-install: $(STAMP)
+install: $(STAMP) sandbox-tools
+
+# bubblewrap isolates the model programs the lab executes (rewards/README.md, "Sandbox"); installed where
+# the machine allows (root + apt-get, as in CI), otherwise a one-line note. A no-op once it is there.
+sandbox-tools:
+	@bash scripts/install_bwrap.sh
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,10 +68,10 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	touch $(STAMP)
 
 # The full suite (CI runs it). test-fast: everything not marked slow, for the edit-test loop.
-test: $(STAMP)
+test: $(STAMP) sandbox-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) sandbox-tools
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP)
@@ -75,8 +80,9 @@ demo: $(STAMP)
 demo-quick: $(STAMP)
 	$(BIN)/moelab demo configs/demo/toy.yaml --quick
 
-bench: $(STAMP)
+bench: $(STAMP) sandbox-tools
 	$(BIN)/python bench/rewards.py
+	$(BIN)/python bench/sandbox.py
 	$(BIN)/python bench/aggregate.py
 	$(BIN)/python bench/sweep.py
 	$(BIN)/python bench/grpo.py

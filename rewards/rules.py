@@ -122,34 +122,32 @@ def tinygsm_program(text: str) -> str | None:
     return "def" + text.split("\ndef")[-1]
 
 
-def study_grpo_verdict(completion: str, gold: str, code_timeout_s: float = 3.0, memory_mb: int = 512,
-                       parse_timeout_s: int = 5) -> dict:
-    """The study's GRPO reward for one completion (runs math-verify: call it in a checker process).
+def study_grpo_program(completion: str, stage: int) -> tuple[str, str] | None:
+    """The program the study's GRPO reward ran at `stage` (0: the `<llm-code>` block, its last line
+    evaluated; 1: TinyGSM, `simple_math_problem()` called, tried when stage 0 gave no answer), with its
+    answer convention (`rewards.sandbox`), or None when that stage has no program.
 
-    Returns {status, pred, source, detail}: status `correct` / `wrong` / `no_answer` (nothing parsed)."""
+    Programs are separate from judging (`study_grpo_judge`) so that they run before, and apart from,
+    anything that knows the gold: the scorer sends them to the sandbox as programs alone."""
+    if stage == 0:
+        block = llm_code_block(completion)
+        return (block, "study_last_line") if block is not None else None
+    program = tinygsm_program(completion)
+    return (program, "study_function") if program is not None else None
+
+
+def study_grpo_judge(completion: str, answer: str | None, gold: str, parse_timeout_s: int = 5) -> dict:
+    """The study's GRPO reward once its programs have run: `answer` is the first program's answer (None
+    when none ran or none answered; then the whole response is parsed), judged by math-verify's
+    `parse`/`verify` in the study's argument order (runs math-verify: call it in a checker process).
+
+    Returns {status, pred, detail}: status `correct` / `wrong` / `no_answer` (nothing parsed)."""
     from math_verify import parse, verify
 
-    from rewards.sandbox import run_code
-
-    answer, source = None, "text"
-    block = llm_code_block(completion)
-    if "<llm-code>" in completion:
-        source = "llm-code"
-        if block is not None:
-            result = run_code(block, timeout_s=code_timeout_s, memory_mb=memory_mb, convention="study_last_line")
-            answer = result.answer if result.status == "ok" else None
-    if answer is None and "def" in completion:
-        source = "tinygsm-code"
-        result = run_code(tinygsm_program(completion), timeout_s=code_timeout_s, memory_mb=memory_mb,
-                          convention="study_function")
-        answer = result.answer if result.status == "ok" else None
-    if answer is not None:
-        pred = parse(answer, parsing_timeout=parse_timeout_s)
-    else:
-        pred = parse(completion, parsing_timeout=parse_timeout_s)
+    pred = parse(answer if answer is not None else completion, parsing_timeout=parse_timeout_s)
     gold_parsed = parse(gold, parsing_timeout=parse_timeout_s)
     correct = bool(verify(pred, gold_parsed))
     shown = str(pred[-1]) if pred else None
     status = "correct" if correct else ("wrong" if pred else "no_answer")
-    return {"status": status, "pred": shown, "source": source if answer is not None else "text",
+    return {"status": status, "pred": shown,
             "detail": "" if gold_parsed else "math-verify parsed nothing from the gold"}

@@ -2,10 +2,20 @@
 
 The study scored GSM8K answers written as `def simple_math_problem(): ... return result` (and
 `<llm-code>` blocks) by executing them with a 3 s limit. Here every program runs in a fresh
-`python -I -S rewards/sandbox_child.py` process (limits and audit hook are set up there, see its
-docstring), in an empty temporary directory that is deleted afterwards, and is SIGKILLed when
-the deadline passes. This is damage control for model mistakes, not a security boundary against a
-determined attacker (see README, "Sandbox").
+`python -I -S sandbox_child.py` process, SIGKILLed when the deadline passes, that sees only the
+program: never the gold (the answer is compared by the caller, after the process has ended) and
+never a file that holds one.
+
+Isolation (`MOELAB_SANDBOX`: `auto`, the default, `bwrap` or `none`; rewards/README.md, "Sandbox"):
+- `bwrap`: inside bubblewrap, with its own mount, PID, network, IPC, UTS and user namespaces, all
+  capabilities dropped, a read-only view of only the interpreter, the system libraries and the allowed
+  libraries, a private tmpfs as its working directory, an environment of four variables, a new
+  session, and death with its parent. `auto` uses it wherever `bwrap` is installed and works.
+- `none`: the same child, started plainly, in an empty temporary directory deleted afterwards. The
+  lab says so once per process (`announce_isolation`).
+Inside either, the child sets its limits, a seccomp filter (x86_64) and a stateless audit hook
+(`sandbox_child.py`). `guard`: `none` without the seccomp filter, i.e. what holds on a machine with
+neither; the tests measure it, and README says which escapes only the filter stops.
 
 Libraries: the released checkpoints were pretrained on OpenMathInstruct-style solutions whose
 `<llm-code>` blocks commonly `from sympy import ...`, so `sympy` (with its `mpmath`) and `numpy` are
@@ -17,18 +27,31 @@ rewards/README.md, "Sandbox").
 from __future__ import annotations
 
 import functools
+import glob
 import importlib.util
 import json
+import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import UserError
+
 CHILD = Path(__file__).with_name("sandbox_child.py")
+SECCOMP = Path(__file__).with_name("sandbox_seccomp.py")
+MODE_ENV = "MOELAB_SANDBOX"
+MODES = ("auto", "bwrap", "none", "guard")
+# Where the child's files appear inside bubblewrap.
+_INSIDE = "/moelab"
+_INSIDE_LIBRARIES = _INSIDE + "/lib"
+_SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+logger = logging.getLogger(__name__)
 # Libraries a program may import beyond the standard library, and what each one pre-imports.
 # sympy and numpy load some submodules only when first used (`solve` needs `sympy.tensor.tensor`); once
 # limits are set no file can be opened, so those used by arithmetic code are loaded here as well.
@@ -58,7 +81,7 @@ def libraries_used(code: str) -> list[str]:
     return sorted(names & set(LIBRARIES))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _library_paths(libraries: tuple[str, ...]) -> tuple[str, ...]:
     """The folders that hold the libraries in the lab's environment (site-packages, usually one);
     looked up once per worker, not once per program."""
@@ -84,63 +107,233 @@ def _deadline(timeout_s: float, libraries: list[str]) -> float:
 
 @dataclass(frozen=True)
 class CodeResult:
-    """`status`: `ok` (answer set), `failed` (the code raised or returned nothing), `timeout`."""
+    """`status`: `ok` (answer set), `failed` (the code raised or returned nothing), `timeout`, `crashed`
+    (the process died of a signal: a segfault, an abort, the seccomp filter), `error` (the sandbox
+    itself could not run: `MOELAB_SANDBOX=bwrap` where bubblewrap does not work). `isolation`: what held
+    the program (`bwrap+seccomp`, `seccomp`, `bwrap` or `none`; the in-process guard is always on)."""
 
     status: str
     answer: str | None = None
     detail: str = ""
+    isolation: str = ""
 
 
 CONVENTIONS = ("lab", "study_last_line", "study_function")
 
 
-def run_code(code: str, timeout_s: float = 3.0, memory_mb: int = 512, convention: str = "lab") -> CodeResult:
+def requested_mode() -> str:
+    """`MOELAB_SANDBOX`, checked: `auto` (default), `bwrap`, `none` or `guard` (UserError otherwise)."""
+    mode = os.environ.get(MODE_ENV, "auto").strip().lower() or "auto"
+    if mode not in MODES:
+        raise UserError(f"{MODE_ENV}={mode!r}: expected one of {', '.join(MODES)}")
+    return mode
+
+
+@functools.cache
+def bwrap_problem() -> str | None:
+    """Why bubblewrap cannot isolate programs here (None when it can): run once per process, by
+    starting the interpreter inside it exactly as `run_code` will."""
+    if shutil.which("bwrap") is None:
+        return "bubblewrap (bwrap) is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
+    command = _bwrap_command(()) + [_interpreter(), "-I", "-S", "-c", "pass"]
+    try:
+        done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=_child_env(), timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"bwrap could not start: {err}"
+    if done.returncode != 0:
+        said = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        return f"bwrap fails here ({said[-1] if said else f'exit status {done.returncode}'}; user namespaces off?)"
+    return None
+
+
+def isolation_mode() -> str:
+    """The isolation `run_code` uses in this process: `bwrap`, `none` or `guard`."""
+    mode = requested_mode()
+    if mode == "auto":
+        return "none" if bwrap_problem() else "bwrap"
+    return mode
+
+
+_announced = False
+
+
+def announce_isolation() -> str:
+    """Say once per process, in one line, when model programs will run without OS isolation; return the
+    mode. Callers that are about to execute code call it (the scorer does). UserError when
+    `MOELAB_SANDBOX=bwrap` asks for isolation this machine cannot give."""
+    global _announced
+    mode = isolation_mode()
+    if mode == "bwrap" and bwrap_problem():
+        raise UserError(f"{MODE_ENV}=bwrap asks for OS isolation, but {bwrap_problem()}; "
+                        f"fix that or set {MODE_ENV}=auto")
+    if mode != "bwrap" and not _announced:
+        _announced = True
+        why = bwrap_problem() if requested_mode() == "auto" else f"{MODE_ENV}={mode}"
+        held_by = "the in-process guard" if mode == "guard" else "the in-process guard and a seccomp filter"
+        logger.warning("moelab: model programs run without OS isolation (%s): they are contained only by %s; "
+                       "see rewards/README.md, 'Sandbox'", why, held_by)
+    return mode
+
+
+def _interpreter() -> str:
+    """The real interpreter binary (a venv's `python` is a symlink to it); the child needs no venv."""
+    return os.path.realpath(sys.executable)
+
+
+def _child_env() -> dict[str, str]:
+    """The whole environment of the child (and of bwrap, whose own environment its PID 1 shows)."""
+    return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
+            **_THREAD_ENV, **{k: os.environ[k] for k in _PASSED_ENV if k in os.environ}}
+
+
+@functools.cache
+def _library_dirs(libraries: tuple[str, ...]) -> tuple[str, ...]:
+    """The package folders of the allowed libraries (and numpy's `numpy.libs` of bundled shared
+    libraries), to be mounted read-only one by one: the rest of site-packages stays out of sight."""
+    dirs = []
+    for folder in _library_paths(libraries):
+        for library in libraries:
+            for module in {m.split(".")[0] for m in LIBRARIES[library]}:
+                for name in (module, module + ".libs"):
+                    path = os.path.join(folder, name)
+                    if os.path.isdir(path) and path not in dirs:
+                        dirs.append(path)
+    return tuple(dirs)
+
+
+def _bwrap_command(libraries: tuple[str, ...]) -> list[str]:
+    """bubblewrap's arguments, up to the command it runs."""
+    command = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+               "--hostname", "sandbox", "--ro-bind", "/usr", "/usr"]
+    for name in _SYSTEM_DIRS:
+        path = "/" + name
+        if os.path.islink(path):
+            command += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            command += ["--ro-bind", path, path]
+    command += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+    interpreter_root = os.path.realpath(sys.base_prefix)
+    if not interpreter_root.startswith("/usr"):
+        command += ["--ro-bind", interpreter_root, interpreter_root]
+        for site in glob.glob(os.path.join(interpreter_root, "lib", "python3*", "site-packages")):
+            command += ["--tmpfs", site]  # the interpreter's own installed packages: out of sight
+    interpreter_dir = os.path.dirname(_interpreter())
+    if not interpreter_dir.startswith(("/usr/", interpreter_root + "/")):
+        command += ["--ro-bind", interpreter_dir, interpreter_dir]
+    command += ["--ro-bind", str(CHILD), f"{_INSIDE}/{CHILD.name}", "--ro-bind", str(SECCOMP),
+                f"{_INSIDE}/{SECCOMP.name}"]
+    for folder in _library_dirs(libraries):
+        command += ["--ro-bind", folder, f"{_INSIDE_LIBRARIES}/{os.path.basename(folder)}"]
+    command += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--chdir", "/tmp", "--clearenv"]
+    for key, value in _child_env().items():
+        command += ["--setenv", key, value]
+    return command
+
+
+def run_code(code: str, timeout_s: float = 3.0, memory_mb: int = 512, convention: str = "lab",
+             isolation: str | None = None) -> CodeResult:
     """Execute `code` in the sandbox; return its answer.
+
+    `isolation`: `bwrap`, `none` or `guard` as decided by the caller (the scorer decides once, in the
+    process that announces it, and hands it to its workers); None reads `MOELAB_SANDBOX` here.
 
     `convention` says which value is the answer (`sandbox_child` documents each): `lab` (the lab's),
     or the study's GRPO reward's two: `study_last_line` (`<llm-code>`: the last line, evaluated after the
     program ran) and `study_function` (TinyGSM: `str(simple_math_problem())`)."""
     if convention not in CONVENTIONS:
         raise ValueError(f"unknown answer convention {convention!r}; expected one of {CONVENTIONS}")
-    workdir = tempfile.mkdtemp(prefix="moelab-sandbox-")
-    cpu_s = max(1, int(timeout_s + 0.999))
-    libraries = libraries_used(code)
-    modules = [module for library in libraries for module in LIBRARIES[library]]
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
-           **_THREAD_ENV, **{k: os.environ[k] for k in _PASSED_ENV if k in os.environ}}
-    command = [sys.executable, "-I", "-S", str(CHILD), str(cpu_s), str(memory_mb),
-               ",".join(dict.fromkeys(modules)), os.pathsep.join(_library_paths(tuple(libraries))), convention]
     try:
-        process = subprocess.Popen(command,
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                   cwd=workdir, env=env, close_fds=True)
+        mode = isolation or isolation_mode()
+    except UserError as err:
+        return CodeResult("error", detail=str(err))
+    if mode not in MODES[1:]:
+        return CodeResult("error", detail=f"unknown isolation {mode!r}; expected one of {', '.join(MODES[1:])}")
+    if mode == "bwrap" and bwrap_problem():
+        return CodeResult("error", detail=f"{MODE_ENV}=bwrap, but {bwrap_problem()}")
+    cpu_s = max(1, int(timeout_s + 0.999))
+    libraries = tuple(libraries_used(code))
+    modules = ",".join(dict.fromkeys(module for library in libraries for module in LIBRARIES[library]))
+    if mode == "bwrap":
+        workdir = None
+        command = _bwrap_command(libraries) + [_interpreter(), "-I", "-S", f"{_INSIDE}/{CHILD.name}", str(cpu_s),
+                                               str(memory_mb), modules, _INSIDE_LIBRARIES if libraries else "",
+                                               convention, "seccomp"]
+    else:
+        workdir = tempfile.mkdtemp(prefix="moelab-sandbox-")
+        command = [sys.executable, "-I", "-S", str(CHILD), str(cpu_s), str(memory_mb), modules,
+                   os.pathsep.join(_library_paths(libraries)), convention,
+                   "noseccomp" if mode == "guard" else "seccomp"]
+    try:
+        return _run(command, code, workdir, _deadline(timeout_s, list(libraries)), timeout_s, mode == "bwrap")
+    finally:
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(command: list[str], code: str, workdir: str | None, deadline_s: float, timeout_s: float,
+         bwrap: bool) -> CodeResult:
+    info_read, info_write = os.pipe() if bwrap else (-1, -1)
+    if bwrap:  # bwrap writes {"child-pid": N} there: the host PID of its namespace's init, to kill on timeout
+        command = command[:1] + ["--info-fd", str(info_write)] + command[1:]
+    try:
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, cwd=workdir or "/", env=_child_env(), close_fds=True,
+                                   pass_fds=(info_write,) if bwrap else ())
+        if bwrap:
+            os.close(info_write)
+            info_write = -1
         try:
-            out, _ = process.communicate(code.encode("utf-8", "replace"), timeout=_deadline(timeout_s, libraries))
+            out, _ = process.communicate(code.encode("utf-8", "replace"), timeout=deadline_s)
         except subprocess.TimeoutExpired:
+            if bwrap:  # bwrap then reaps the namespace's init and exits: wait for that before killing it
+                _kill_namespace(info_read)
+                try:
+                    process.wait(timeout=2.0)
+                except subprocess.TimeoutExpired:
+                    pass
             process.kill()
             process.wait()
             return CodeResult("timeout", detail=f"code still running after {timeout_s:g} s: killed")
-        created = os.listdir(workdir)
-        if process.returncode != 0 or not out.strip():
-            reason = _signal_name(process.returncode)
-            return CodeResult("timeout" if reason == "SIGXCPU" else "failed",
-                              detail=f"code process ended without an answer ({reason})")
-        reply = json.loads(out.decode("utf-8", "replace").strip().splitlines()[-1])
+        lines = out.decode("utf-8", "replace").strip().splitlines()
+        reply = json.loads(lines[-1]) if lines else {}
+        seccomp = reply.get("seccomp") is True if isinstance(reply, dict) else False
+        isolation = "+".join(name for name, on in (("bwrap", bwrap), ("seccomp", seccomp)) if on) or "none"
+        returncode = process.returncode
+        if bwrap and returncode is not None and returncode > 128:
+            returncode = 128 - returncode  # bwrap exits 128 + N when its child died of signal N
+        if returncode != 0 or not isinstance(reply, dict) or not reply:
+            reason = _signal_name(returncode)
+            status = "timeout" if reason in ("SIGXCPU", "SIGKILL") else "crashed" if returncode < 0 else "failed"
+            return CodeResult(status, detail=f"code process ended without an answer ({reason})", isolation=isolation)
+        created = os.listdir(workdir) if workdir else []
         if created:  # cannot happen with RLIMIT_FSIZE=0 and the audit hook; never trust such a run
-            return CodeResult("failed", detail=f"code created files {created[:3]}: answer discarded")
+            return CodeResult("failed", detail=f"code created files {created[:3]}: answer discarded",
+                              isolation=isolation)
         if reply.get("ok"):
-            return CodeResult("ok", answer=reply.get("answer"))
-        return CodeResult("failed", detail=str(reply.get("error") or "no answer"))
+            return CodeResult("ok", answer=reply.get("answer"), isolation=isolation)
+        return CodeResult("failed", detail=str(reply.get("error") or "no answer"), isolation=isolation)
     except (OSError, ValueError) as err:
         return CodeResult("failed", detail=f"sandbox could not run the code: {err}")
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        for fd in (info_read, info_write):
+            if fd >= 0:
+                os.close(fd)
+
+
+def _kill_namespace(info_fd: int) -> None:
+    """SIGKILL the init of the program's PID namespace, so that the kernel ends every process in it
+    before bwrap returns (killing bwrap alone leaves them to die a moment later, on their own)."""
+    os.set_blocking(info_fd, False)
+    try:
+        info = json.loads(os.read(info_fd, 4096).decode() or "{}")
+        os.kill(int(info["child-pid"]), signal.SIGKILL)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # bwrap never got that far, or it is already gone
 
 
 def _signal_name(returncode: int | None) -> str:
     if returncode is not None and returncode < 0:
-        import signal
-
         try:
             return signal.Signals(-returncode).name
         except ValueError:

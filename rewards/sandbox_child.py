@@ -1,20 +1,27 @@
 """The process that runs model-written code:
-`python -I -S sandbox_child.py CPU_S MEMORY_MB [MODULES [PATHS]] < code`.
+`python -I -S sandbox_child.py CPU_S MEMORY_MB [MODULES [PATHS [CONVENTION [seccomp|noseccomp]]]] < code`.
 
-Run by path (not imported), with no site-packages. Before the untrusted code runs it:
-pre-imports the modules arithmetic code uses, and the allowed libraries the parent names in
-MODULES (comma-separated, e.g. `mpmath,sympy`) from PATHS (the lab's site-packages, taken off
-`sys.path` again once they are imported), then sets resource limits (CPU seconds, address
-space, no file writes, no new file descriptors, no child processes), then installs an audit hook
-that rejects file writes, sockets, process creation, signals to other processes, ctypes and
-changes to the limits. The parent (`rewards.sandbox`) runs it in an empty temporary directory,
-kills it at the wall-clock deadline and deletes the directory. What this does and does not
-guarantee is written down in `rewards/README.md`.
+Run by path (not imported), with no site-packages; `rewards.sandbox` starts it inside bubblewrap
+where it can (its own mount, PID, network, IPC and user namespaces) and plainly where it cannot.
+Before the untrusted code runs it, in this order:
+1. reads the program, pre-imports the modules arithmetic code uses and the allowed libraries the
+   parent names in MODULES (comma-separated, e.g. `mpmath,sympy`) from PATHS (taken off `sys.path`
+   again once they are imported);
+2. sets resource limits: CPU seconds, address space, no file writes, no core dumps, and
+   RLIMIT_NOFILE = 0, so no file, socket or pipe can ever be opened again, even after the program
+   closes a descriptor it has;
+3. installs the seccomp filter of `sandbox_seccomp.py` (x86_64 Linux): the kernel refuses new
+   processes, the network, creating or changing files, signals and other processes' memory;
+4. installs an audit hook that refuses the same at the Python level, plus frame, `gc` and code-object
+   tricks. The hook keeps no state: it decides from its arguments and the constants of its own code
+   object, which Python code cannot change (replacing a function's `__code__` is itself refused).
+What this does and does not guarantee is written down in `rewards/README.md`, "Sandbox".
 
 Answer convention: the return value of `simple_math_problem()` if the code defines it, else the
 value of a final expression statement, else a variable `result`, else the last printed line.
 The study's GRPO reward's conventions (`study_last_line`, `study_function`) are in `_study_answer`.
-The result is one JSON line `{"ok": bool, "answer": str|null, "error": str|null}` on stdout.
+The result is one JSON line `{"ok": bool, "answer": str|null, "error": str|null, "seccomp": bool}`
+on stdout.
 """
 
 import ast
@@ -43,14 +50,6 @@ import string  # noqa: F401
 import resource
 
 MAX_ANSWER_CHARS = 1000
-_BLOCKED_PREFIXES = ("socket.", "subprocess.", "os.exec", "os.spawn", "os.posix_spawn", "os.fork", "os.forkpty",
-                     "os.system", "os.kill", "os.killpg", "os.remove", "os.unlink", "os.rename", "os.replace",
-                     "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.truncate", "os.symlink", "os.link",
-                     "os.utime", "os.putenv", "os.unsetenv", "os.chdir", "os.setuid", "os.setgid", "shutil.",
-                     "ctypes.", "resource.setrlimit", "resource.prlimit", "pty.", "signal.pthread_kill",
-                     "webbrowser.", "urllib.", "http.", "ftplib.", "smtplib.", "telnetlib.",
-                     "_winapi", "winreg", "mmap.")
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
 def _die_with_parent() -> None:
@@ -72,6 +71,22 @@ def _import_libraries(modules: list[str], paths: list[str]) -> None:
             __import__(module)
     finally:
         del sys.path[:len(paths)]
+
+
+def _load_seccomp():
+    """`sandbox_seccomp.py` from this file's folder (it must be read before files become unopenable);
+    None where it cannot be loaded, which the reply reports as `"seccomp": false`."""
+    folder = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, folder)
+    try:
+        import sandbox_seccomp
+
+        return sandbox_seccomp
+    except Exception:  # noqa: BLE001 - reported, never fatal
+        return None
+    finally:
+        sys.path.remove(folder)
+        sys.modules.pop("sandbox_seccomp", None)
 
 
 def _used_cpu_s() -> float:
@@ -97,26 +112,52 @@ def _limit(cpu_s: int, memory_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
     resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))  # ignored for root: the audit hook is the guard
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (3, 3))  # stdin/stdout/stderr only: no new files, sockets
+    # No descriptor number is below 0: nothing can be opened, not even after closing 0, 1 or 2.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (0, 0))
 
 
-def _audit(event: str, args: tuple) -> None:
+def _remove_unaudited_calls() -> None:
+    """`os.mknod` and `os.mkfifo` create files without raising an audit event; the seccomp filter refuses
+    them, and where there is no filter they are at least not lying around (a program that re-creates the
+    built-in `posix` module gets them back: rewards/README.md, "Sandbox")."""
+    for module in (os, sys.modules.get("posix")):
+        for name in ("mknod", "mkfifo"):
+            if hasattr(module, name):
+                delattr(module, name)
+
+
+def _audit(event, args):
+    """Refuse what model code has no business doing. Stateless by design: no global name, no builtin,
+    no closure is read here (model code can rebind all of those); every decision comes from the
+    event's arguments and literals in this function's code object. An exception raised anywhere in
+    here (say, from a poisoned object) refuses the event: the hook fails closed."""
+    if event == "open":  # (path, mode, flags): mode is a str for open(), None for os.open()
+        mode, flags = args[1], args[2]
+        if (mode is not None and ("w" in mode or "a" in mode or "x" in mode or "+" in mode)) or flags & 0o20003103:
+            raise PermissionError("sandbox: writing files is not allowed")
+        return
+    if event == "object.__setattr__" or event == "object.__delattr__":
+        if args[1] in ("__code__", "__defaults__", "__kwdefaults__", "__globals__", "__closure__", "__builtins__"):
+            raise PermissionError("sandbox: replacing a function's code or defaults is not allowed")
+        return
     if event == "sys._getframe":
-        # sympy's lambdify (and so nsolve) inspect their own frames. Only a direct grab of the sandbox's
-        # frames is refused: `f_back` and tracebacks still reach them (not a boundary: rewards/README.md)
-        frame = args[0] if args else None
-        if getattr(getattr(frame, "f_code", None), "co_filename", __file__) == __file__:
+        # sympy's lambdify (and so nsolve) and numpy's warnings inspect their own frames; the sandbox's
+        # own frames (globals named __main__) are refused. Reaching them by `f_back` gains nothing: the
+        # hook reads no state there.
+        if args[0].f_globals.get("__name__") == "__main__":
             raise PermissionError("sandbox: sys._getframe into the sandbox is not allowed")
         return
-    if event == "open":
-        mode = args[1] if len(args) > 1 else None
-        flags = args[2] if len(args) > 2 else 0
-        writes = isinstance(mode, str) and any(c in mode for c in "wax+")
-        if writes or (isinstance(flags, int) and flags & _WRITE_FLAGS):
-            raise PermissionError(f"sandbox: writing files is not allowed ({args[0]!r})")
-        return
-    if event.startswith(_BLOCKED_PREFIXES):
-        raise PermissionError(f"sandbox: {event} is not allowed")
+    if event.startswith(("socket.", "subprocess.", "os.exec", "os.spawn", "os.posix_spawn", "os.fork",
+                         "os.forkpty", "os.system", "os.kill", "os.killpg", "os.remove", "os.unlink", "os.rename",
+                         "os.replace", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.truncate", "os.symlink",
+                         "os.link", "os.utime", "os.putenv", "os.unsetenv", "os.chdir", "os.setuid", "os.setgid",
+                         "os.setxattr", "os.removexattr", "os.chflags", "os.lchflags", "os.lchmod", "os.lchown",
+                         "shutil.", "ctypes.", "resource.setrlimit", "resource.prlimit", "pty.",
+                         "signal.pthread_kill", "webbrowser.", "urllib.", "http.", "ftplib.", "smtplib.",
+                         "telnetlib.", "_winapi", "winreg", "mmap.", "gc.get_objects", "gc.get_referrers",
+                         "gc.get_referents", "sys._current_frames", "sys.settrace", "sys.setprofile",
+                         "code.__new__", "marshal.load", "cpython.")):
+        raise PermissionError("sandbox: " + event + " is not allowed")
 
 
 def _answer_of(code: str, namespace: dict, printed: io.StringIO) -> object:
@@ -175,6 +216,7 @@ def main() -> None:
     modules = [m for m in (sys.argv[3] if len(sys.argv) > 3 else "").split(",") if m]
     paths = [p for p in (sys.argv[4] if len(sys.argv) > 4 else "").split(os.pathsep) if p]
     convention = sys.argv[5] if len(sys.argv) > 5 else "lab"
+    use_seccomp = (sys.argv[6] if len(sys.argv) > 6 else "seccomp") == "seccomp"
     code = sys.stdin.read()
     result_fd = os.dup(1)  # the JSON verdict goes here; the code's own prints are captured
     sys.stdin = io.StringIO()
@@ -186,10 +228,14 @@ def main() -> None:
         os.write(result_fd, json.dumps({"ok": False, "answer": None,
                                         "error": f"sandbox could not import {modules}: {err}"}).encode() + b"\n")
         os._exit(0)
+    seccomp = _load_seccomp() if use_seccomp else None
     _limit(cpu_s, memory_mb)
+    filtered = seccomp is not None and seccomp.install()  # after the limits: it refuses setrlimit
+    del seccomp
+    _remove_unaudited_calls()
     sys.addaudithook(_audit)
     sys.setrecursionlimit(2000)
-    reply: dict = {"ok": False, "answer": None, "error": None}
+    reply: dict = {"ok": False, "answer": None, "error": None, "seccomp": filtered}
     try:
         sys.stdout = printed
         if convention != "lab":  # the study's globals: empty but for the builtins
@@ -206,7 +252,7 @@ def main() -> None:
     try:
         data = json.dumps(reply).encode()
     except BaseException:  # noqa: BLE001
-        data = b'{"ok": false, "answer": null, "error": "unprintable answer"}'
+        data = b'{"ok": false, "answer": null, "error": "unprintable answer", "seccomp": null}'
     os.write(result_fd, data + b"\n")
     os._exit(0)
 

@@ -36,8 +36,8 @@ from core.errors import UserError
 from rewards.extract import (MAX_COMPLETION_CHARS, canonical_number, clean_number, extract_answer, extract_gold,
                              normalize_answer, parse_number, resolve_task)
 from rewards.pool import WorkerPool, antlr411_path
-from rewards.rules import resolve_rule, study_answer, verl_gold
-from rewards.sandbox import deadline_for
+from rewards.rules import resolve_rule, study_answer, study_grpo_program, verl_gold
+from rewards.sandbox import announce_isolation, deadline_for
 
 STATUSES = ("correct", "wrong", "no_answer", "timeout", "error")
 DEFAULT_DEADLINE_S = 5.0
@@ -48,7 +48,8 @@ class Verdict:
     """One completion's verdict. `reward` is 1.0 iff `status == "correct"`.
 
     status: `correct` / `wrong` (judged), `no_answer` (nothing extractable, or the program failed),
-    `timeout` (the check or program missed its deadline), `error` (bad input or gold, checker crash).
+    `timeout` (the check or program missed its deadline), `error` (bad input or gold, checker crash, a
+    program that crashed its process).
     `pred`: the extracted answer (None if none); `cluster`: the vote key (None: does not vote);
     `detail`: why, for the non-obvious statuses.
     """
@@ -166,7 +167,8 @@ class Scorer:
 
         # 2. Run each distinct program once; its return value becomes the answer.
         if programs:
-            code_items = [{"kind": "code", "code": code, "timeout_s": self.code_timeout_s,
+            isolation = announce_isolation()
+            code_items = [{"kind": "code", "code": code, "isolation": isolation, "timeout_s": self.code_timeout_s,
                            "memory_mb": self.code_memory_mb,
                            "deadline_s": deadline_for(code, self.code_timeout_s) + 2.5}
                           for code in programs]
@@ -176,8 +178,9 @@ class Scorer:
                     if result.get("status") == "ok" and answer:
                         number = clean_number(answer) if task != "math" else None
                         preds[i] = (number or normalize_answer(answer), False)
-                    else:
-                        status = "timeout" if result.get("status") == "timeout" else "no_answer"
+                    else:  # a crash (or a sandbox that cannot run) is an error, never a plain failure
+                        status = {"timeout": "timeout", "crashed": "error", "error": "error"}.get(
+                            str(result.get("status")), "no_answer")
                         verdicts[i] = Verdict(status, 0.0, None, None, "code: " + str(result.get("detail", "")))
 
         # 3. Decide plain numbers here; collect distinct pairs for math-verify.
@@ -268,8 +271,10 @@ class Scorer:
 
     def _score_study_grpo(self, task: str, golds: Sequence[object], completions: Sequence[object],
                           deadline: float, num_workers: int | None) -> list[Verdict]:
-        """rule=study_grpo: the whole reward (programs, then math-verify on the response) per distinct
-        (completion, verl gold), in the checkers; the gold as verl stored it (`rewards.rules.verl_gold`)."""
+        """rule=study_grpo: per distinct (completion, verl gold), the study's programs first, sent to the
+        sandbox as programs alone (`<llm-code>`, then TinyGSM where the first gave no answer), then
+        math-verify on the first answer or the whole response, in the checkers; the gold as verl stored it
+        (`rewards.rules.verl_gold`). A program that crashed its process is an `error`."""
         verdicts: list[Verdict | None] = [None] * len(completions)
         todo: dict[int, tuple[str, str]] = {}
         for i, (gold, completion) in enumerate(zip(golds, completions)):
@@ -279,12 +284,33 @@ class Scorer:
                 continue
             todo[i] = (text[-MAX_COMPLETION_CHARS:], verl_gold(task, str(gold)))
         distinct = sorted(set(todo.values()))
-        # two programs (3 s each, plus library imports) and math-verify's parse/verify (5 s alarms each)
-        limit = max(deadline, 2 * (self.code_timeout_s + 0.5 + 3.0) + 15.0)
-        items = [{"kind": "study_grpo", "completion": text, "gold": gold, "code_timeout_s": self.code_timeout_s,
-                  "memory_mb": self.code_memory_mb, "deadline_s": limit} for text, gold in distinct]
-        results = dict(zip(distinct, self.pool.run(items, num_workers))) if items else {}
+        answers: dict[str, str | None] = {text: None for text, _ in distinct}
+        crashed: dict[str, str] = {}
+        for stage in (0, 1):
+            programs: dict[tuple[str, str], list[str]] = {}
+            for text in answers:
+                program = study_grpo_program(text, stage) if answers[text] is None and text not in crashed else None
+                if program is not None:
+                    programs.setdefault(program, []).append(text)
+            isolation = announce_isolation() if programs else None
+            items = [{"kind": "code", "code": code, "convention": convention, "isolation": isolation,
+                      "timeout_s": self.code_timeout_s,
+                      "memory_mb": self.code_memory_mb, "deadline_s": deadline_for(code, self.code_timeout_s) + 2.5}
+                     for code, convention in programs]
+            for result, texts in zip(self.pool.run(items, num_workers) if items else [], programs.values()):
+                for text in texts:
+                    if result.get("status") == "ok":
+                        answers[text] = result.get("answer")
+                    elif result.get("status") in ("crashed", "error"):
+                        crashed[text] = "code: " + str(result.get("detail", ""))
+        judge = [(text, gold) for text, gold in distinct if text not in crashed]
+        items = [{"kind": "study_grpo_judge", "completion": text, "answer": answers[text], "gold": gold,
+                  "deadline_s": max(deadline, 15.0)} for text, gold in judge]  # parse + verify: 5 s alarms each
+        results = dict(zip(judge, self.pool.run(items, num_workers))) if items else {}
         for i, key in todo.items():
+            if key[0] in crashed:
+                verdicts[i] = Verdict("error", 0.0, None, None, crashed[key[0]])
+                continue
             result = results[key]
             pred = result.get("pred")
             verdicts[i] = _verdict(result.get("status", "error"), pred,

@@ -9,8 +9,8 @@ parent can hold every item to its own deadline and kill the worker when one is m
 Protocol: frames of `<4-byte little-endian length><pickle>`. Worker -> parent: `("ready", pid)`
 once, then `("result", index, dict)` per item. Parent -> worker: `("batch", [(index, item), ...])`
 or `("quit",)`. An item is a dict with `kind` = `judge` (gold, pred, pred_is_text, timeout_s) or
-`code` (code, timeout_s, memory_mb); `minerva_equiv` (pred, gold) and `study_grpo` (completion, gold,
-code_timeout_s, memory_mb) for the study's scoring rules (`rewards.rules`).
+`code` (code, timeout_s, memory_mb, convention, isolation: never a gold); `minerva_equiv` (pred, gold) and
+`study_grpo_judge` (completion, answer, gold) for the study's scoring rules (`rewards.rules`).
 """
 
 from __future__ import annotations
@@ -45,16 +45,17 @@ def handle(item: dict) -> dict:
         from rewards.minerva import is_equiv
 
         return {"status": "correct" if is_equiv(item["pred"], item["gold"]) else "wrong"}
-    if item["kind"] == "study_grpo":
-        from rewards.rules import study_grpo_verdict
+    if item["kind"] == "study_grpo_judge":
+        from rewards.rules import study_grpo_judge
 
-        return study_grpo_verdict(item["completion"], item["gold"], code_timeout_s=item["code_timeout_s"],
-                                  memory_mb=item["memory_mb"])
+        return study_grpo_judge(item["completion"], item["answer"], item["gold"])
     if item["kind"] == "code":
         from rewards.sandbox import run_code
 
-        result = run_code(item["code"], timeout_s=item["timeout_s"], memory_mb=item["memory_mb"])
-        return {"status": result.status, "answer": result.answer, "detail": result.detail}
+        result = run_code(item["code"], timeout_s=item["timeout_s"], memory_mb=item["memory_mb"],
+                          convention=item.get("convention", "lab"), isolation=item.get("isolation"))
+        return {"status": result.status, "answer": result.answer, "detail": result.detail,
+                "isolation": result.isolation}
     from rewards.equivalence import judge
 
     return judge(item["gold"], item["pred"], item["pred_is_text"], timeout_s=item["timeout_s"])

@@ -46,3 +46,17 @@ def tiny_mixtral(tmp_path_factory):
     MixtralForCausalLM(config).save_pretrained(out)
     byte_level_tokenizer().save_pretrained(out)
     return str(out)
+
+
+ISOLATION_MODES = ("bwrap", "none", "guard")  # rewards/README.md, "Sandbox"
+
+
+def require_isolation(mode: str) -> None:
+    """Skip a test of `MOELAB_SANDBOX=bwrap` where bubblewrap cannot run, with the reason; in CI (which
+    installs it: scripts/install_bwrap.sh) fail instead, so the isolation tests never go missing silently."""
+    from rewards.sandbox import bwrap_problem
+
+    if mode == "bwrap" and bwrap_problem():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the isolation tests, but {bwrap_problem()}")
+        pytest.skip(f"no OS isolation on this machine: {bwrap_problem()}")

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ISOLATION_MODES, require_isolation
 
 from rewards import Scorer, accuracy_reward, score_samples
 from rewards.sandbox import deadline_for
@@ -39,6 +40,18 @@ def scorer():
     with Scorer(num_workers=2, deadline_s=DEADLINE_S, code_timeout_s=1.0) as shared:
         shared.score("math", ["1"], ["\\boxed{1}"])  # warm up: start-up is not part of a deadline
         yield shared
+
+
+@pytest.fixture(scope="module", params=ISOLATION_MODES)
+def code_scorer(request):
+    """One warm pool per isolation mode (rewards/README.md, "Sandbox"): every hostile program is held
+    with bubblewrap, without it (seccomp filter + guard), and by the in-process guard alone."""
+    require_isolation(request.param)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MOELAB_SANDBOX", request.param)
+        with Scorer(num_workers=2, deadline_s=DEADLINE_S, code_timeout_s=1.0) as shared:
+            shared.score("math", ["1"], ["\\boxed{1}"])  # warm up: start-up is not part of a deadline
+            yield shared
 
 
 NESTED = "\\boxed{" + "{" * 100_000 + "1" + "}" * 100_000 + "}"
@@ -118,12 +131,12 @@ HOSTILE_CODE = {name: as_function(body) for name, body in HOSTILE_BODIES.items()
 
 
 @pytest.mark.parametrize("name", list(HOSTILE_CODE))
-def test_hostile_code_is_contained(scorer, name, tmp_path):
+def test_hostile_code_is_contained(code_scorer, name, tmp_path):
     marker = tmp_path / "created_by_model_code"
     code = HOSTILE_CODE[name].replace("{marker}", str(marker))
     dirs_before = _sandbox_dirs()
     start = time.monotonic()
-    verdict = scorer.score("gsm8k", ["#### 7"], [code], execute_code=True)[0]
+    verdict = code_scorer.score("gsm8k", ["#### 7"], [code], execute_code=True)[0]
     elapsed = time.monotonic() - start
     assert elapsed < max(DEADLINE_S, deadline_for(code, 1.0)) + 1.0 + SLACK_S, (elapsed, verdict)
     assert verdict.status in {"no_answer", "timeout"}, verdict
@@ -144,10 +157,10 @@ NOT_THE_ANSWER = {  # programs that answer something, but never 7
 
 
 @pytest.mark.parametrize("name", list(NOT_THE_ANSWER))
-def test_answers_that_are_not_the_gold_never_score_correct(scorer, name):
+def test_answers_that_are_not_the_gold_never_score_correct(code_scorer, name):
     code = as_function(NOT_THE_ANSWER[name])
     for task, gold in (("gsm8k", "#### 7"), ("math", "7")):
-        verdict = scorer.score(task, [gold], [code], execute_code=True)[0]
+        verdict = code_scorer.score(task, [gold], [code], execute_code=True)[0]
         assert verdict.status in {"wrong", "no_answer"}, (task, verdict)
 
 
