@@ -48,6 +48,14 @@ def run_tests() -> list[dict]:
     return cases
 
 
+def _legitimate_programs() -> int:
+    """How many programs the legitimate-program battery holds (one test runs them all)."""
+    sys.path[:0] = [str(REPO), str(REPO / "tests")]
+    from test_sandbox_programs import PROGRAMS
+
+    return len(PROGRAMS)
+
+
 def summarize(cases: list[dict]) -> tuple[dict, list[str]]:
     escapes: dict[str, dict] = {}
     by_mode: dict[str, Counter] = {mode: Counter() for mode in MODES}
@@ -62,7 +70,9 @@ def summarize(cases: list[dict]) -> tuple[dict, list[str]]:
         elif test in ("test_hostile_code_is_contained", "test_answers_that_are_not_the_gold_never_score_correct"):
             by_mode[params.split("-", 1)[0]][f"hostile programs {case['outcome']}"] += 1
         elif test == "test_legitimate_programs_keep_their_answers":
-            by_mode[params][f"legitimate program batteries {case['outcome']}"] += 1
+            by_mode[params][f"legitimate programs {case['outcome']}"] += _legitimate_programs()
+        elif params in MODES:  # the other per-mode checks: gold theft, crash, GRPO reward, the guard, namespaces
+            by_mode[params][f"{test.removeprefix('test_').replace('_', ' ')}: {case['outcome']}"] += 1
     words = {"passed": "contained", "failed": "GOT THROUGH", "skipped": "not held (skip reason)"}
     lines = ["| escape | without a sandbox | " + " | ".join(MODES) + " |", "|---|---|" + "---|" * len(MODES)]
     for name, outcome in escapes.items():
