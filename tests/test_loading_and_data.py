@@ -92,7 +92,7 @@ def test_one_table_names_each_datasets_checker_task():
     assert all(d.task in TASKS for d in DATASETS.values())
     assert {name: d.task for name, d in DATASETS.items()} == {
         "gsm8k": "gsm8k", "gsm8k-hub": "gsm8k", "toy": "toy", "toy_facts": "toy", "math": "math", "math500": "math", "math500-hub": "math",
-        "minerva_math": "math", "gsm_plus": "gsm8k", "gsm-plus": "gsm8k"}
+        "minerva_math": "math", "gsm_plus": "gsm8k", "gsm-plus": "gsm8k", "humaneval": "code"}
     assert [checker_task(t) for t in TASKS] == list(TASKS)
     with pytest.raises(ValueError, match="checker task 'math500'.*tasks.datasets"):
         resolve_task("math500")  # rewards knows checker tasks only; the dataset name is mapped here

@@ -1,24 +1,16 @@
-# Reproduces lm-evaluation-harness 82a99365abdc801a11d41095182a4da506591aec, lm_eval/tasks/mbpp/utils.py, unchanged.
-import evaluate as hf_evaluate
-
-
-try:
-    pass_at_k = hf_evaluate.load("code_eval")
-
-    # run simple test to check code execution is enabled before model generation
-    test_cases = ["assert add(2, 3)==5"]
-    candidates = [["def add(a,b): return a*b"]]
-    results = pass_at_k.compute(references=test_cases, predictions=candidates, k=[1])
-except Exception as e:
-    raise e
+# Reproduces lm-evaluation-harness 82a99365abdc801a11d41095182a4da506591aec, lm_eval/tasks/mbpp/utils.py, but for
+# pass@1: there `evaluate`'s code_eval (fetched from the hub on import, then run on the generated programs with no
+# sandbox); here the lab's code checker (rewards, task=code): the program + the task's asserts run once in the lab's
+# sandbox (rewards/README.md, "Sandbox"), passing iff they run to their end, with the same 3 s limit. The few-shot
+# examples are the harness's, unchanged.
+from rewards import score_samples
 
 
 def pass_at_1(references, predictions):
-    return pass_at_k.compute(
-        references=references,
-        predictions=[predictions],
-        k=[1],
-    )[0]["pass@1"]
+    """code_eval's `compute(references, [predictions], k=[1])[0]["pass@1"]`: the share of `predictions` (this
+    document's programs) that pass `references[0]` (its asserts)."""
+    verdicts = score_samples("code", [references[0]] * len(predictions), list(predictions))
+    return sum(v.status == "correct" for v in verdicts) / len(verdicts) if verdicts else 0.0
 
 
 def list_fewshot_samples():
