@@ -60,3 +60,17 @@ def test_moelab_score_task_code_reads_humaneval_and_mbpp_rows(humaneval, tmp_pat
     assert [row["status"] for row in scored] == ["correct", "wrong", "timeout", "correct", "error"]
     assert scored[0]["problem_id"] == "HumanEval/0" and scored[0]["correct"] is True
     assert "missing field" in done.stderr and "test_list" in done.stderr
+
+
+def test_the_hostile_programs_are_contained_as_completions(humaneval, tmp_path):
+    """The rewards tests' hostile programs, each as the body of HumanEval/0: none passes, none leaves a trace."""
+    from test_rewards_hostile import HOSTILE_BODIES
+
+    first = humaneval[0]
+    marker = tmp_path / "created_by_model_code"
+    completions = [first["prompt"] + "".join(f"    {line}\n" for line in body).replace("{marker}", str(marker))
+                   for body in HOSTILE_BODIES.values()]
+    with Scorer(num_workers=2, code_timeout_s=1.0) as scorer:
+        verdicts = scorer.score("code", [first["gold"]] * len(completions), completions)
+    assert {name: v.status for name, v in zip(HOSTILE_BODIES, verdicts) if v.status not in ("wrong", "timeout")} == {}
+    assert not marker.exists() and not (tmp_path / "pwned.txt").exists()
