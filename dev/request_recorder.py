@@ -21,7 +21,7 @@ import json
 import sys
 import types
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 TOY_MEMBER = REPO / "checkpoints_index" / "toy" / "models" / "toy-d64-E8-k2"
@@ -60,7 +60,8 @@ class RecordingSamplingParams:
 class Recorder:
     """What one side sends to the engine (prompt ids, sampling parameters) and the request each came from."""
 
-    def __init__(self) -> None:
+    def __init__(self, shots: Callable[[str], list[str]] | None = None) -> None:
+        self.shots = shots or first_lines  # a context -> its demonstrations, for the record (a summary)
         self.calls: list[dict[str, Any]] = []  # one per prompt the engine got
         self.pairs: dict[tuple[str, str], tuple[list[int], list[int]]] = {}  # (context, continuation) -> ids
         self.requests: list[dict[str, Any]] = []
@@ -177,7 +178,7 @@ class Recorder:
             record["gen_kwargs"] = json.loads(json.dumps(request.args[1], default=str))
         else:
             record["continuation"] = request.args[1]
-        record["shots"] = [block.splitlines()[0][:60] for block in request.args[0].split("\n\n")[:-1]]
+        record["shots"] = self.shots(request.args[0])
         record["engine"] = {"prompt_ids": ids_summary(engine["ids"]),
                             "sampling": json.loads(json.dumps(engine["sampling"], default=str))}
         if request.request_type == "loglikelihood":
@@ -190,6 +191,12 @@ class Recorder:
         return sorted(self.requests, key=request_key)
 
 
+def first_lines(context: str) -> list[str]:
+    """The demonstrations of a `\n\n`-delimited few-shot context: the first line (60 characters) of each block
+    but the last (the document's own)."""
+    return [block.splitlines()[0][:60] for block in context.split("\n\n")[:-1]]
+
+
 def ids_summary(ids: list[int]) -> dict[str, Any]:
     """Token ids as their count, first ids (where a BOS shows) and a hash of the whole list."""
     return {"n": len(ids), "head": ids[:6], "sha256": hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()}
@@ -199,10 +206,13 @@ def request_key(record: dict[str, Any]) -> tuple:
     return record["task"], record["doc_id"], record["request"], record.get("continuation", "")
 
 
-def install_vllm_stub() -> None:
-    """Modules named `ray` and `vllm` for 1044db9's `vllm_causallms` import, where no vLLM is installed;
-    `get_tokenizer` is `AutoTokenizer.from_pretrained`, as vLLM's is (its cache wrapper changes no ids)."""
+def install_vllm_stub(version: str | None = None) -> None:
+    """Modules named `ray` and `vllm` for the `vllm_causallms` import of 1044db9 / 82a9936, where no vLLM is
+    installed; `get_tokenizer` is `AutoTokenizer.from_pretrained`, as vLLM's is (its cache wrapper changes no
+    ids). `version`: also a `vllm` distribution of that version, for code that asks `importlib.metadata`
+    (82a9936 picks its chat-template code by vLLM's version)."""
     import importlib.machinery
+    import tempfile
 
     from transformers import AutoTokenizer
 
@@ -224,6 +234,15 @@ def install_vllm_stub() -> None:
     module("vllm.lora.request", LoRARequest=None)
     module("vllm.transformers_utils")
     module("vllm.transformers_utils.tokenizer", get_tokenizer=get_tokenizer)
+    module("vllm.utils", get_open_port=lambda: 0)
+    module("vllm.entrypoints")
+    module("vllm.entrypoints.chat_utils", resolve_hf_chat_template=lambda **_: None)
+    if version:
+        site = Path(tempfile.mkdtemp(prefix="vllm-stub-"))
+        info = site / f"vllm-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n")
+        sys.path.append(str(site))
 
 
 FIELDS = ("context", "gen_kwargs", "continuation", "shots", "engine")

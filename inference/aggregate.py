@@ -18,10 +18,13 @@ Three steps, kept apart so each can be reused:
      (same strategy, shared problems), with bootstrap CIs of the difference.
 best_of_n ranks samples by the score column (`--score-column`, default `score`, else
 `mean_logprob`); weighted_majority sums a non-negative weight per answer, a monotone map of the score
-(`vote_weights`, `--vote-weight`): by default exp(mean_logprob) (the per-token geometric-mean
-probability) and sigmoid(score) for any other column (reward-model logits and scores), so that every
-vote adds weight; summing raw negative scores would invert the vote (A,A,A at -1 each lose to B at -2).
-`--vote-weight raw` sums the scores as they are, as the study summed ArmoRM's (said in a warning).
+(`vote_weights`, `--vote-weight`). By default (`auto`, `resolve_vote_weight`): exp(mean_logprob) (the
+per-token geometric-mean probability); scores that are already non-negative (a reward model's
+probabilities) as they are; sigmoid only for scores that can be negative (reward-model logits), so that
+every vote adds weight: summing raw negative scores would invert the vote (A,A,A at -1 each lose to B at
+-2), and a sigmoid of a probability would flatten the weights toward plain majority. The choice made is
+the `vote_weight` column of the metrics (weighted_majority rows). `--vote-weight raw` sums the scores
+as they are, as the study summed ArmoRM's (said in a warning when some are negative).
 Compute axes: mean_tokens = k x mean generated tokens per sample (prompt tokens are not counted);
 flops = `inference.compute.generation_flops` (2 x non-embedding active parameters x k x (prompt +
 generated tokens per sample); NaN for names the index does not know or samples without `prompt_tokens`).
@@ -45,7 +48,7 @@ from inference.compute import forward_params, generation_flops
 from core.stats import bootstrap_ci, bootstrap_weights  # noqa: F401 - the one bootstrap; re-exported for callers
 
 COLUMNS = ["model", "strategy", "k", "accuracy", "ci_low", "ci_high", "num_problems", "mean_tokens", "flops",
-           "estimator"]
+           "estimator", "vote_weight"]
 PAIRED_COLUMNS = ["a_model", "a_strategy", "b_model", "b_strategy", "k", "difference", "ci_low", "ci_high",
                   "num_problems"]
 REQUIRED = ("problem_id", "sample_idx", "answer", "correct")
@@ -63,6 +66,7 @@ class ModelEstimates:
     estimator: dict[str, list[str]] = field(default_factory=dict)  # per strategy, one label per k
     tokens_per_sample: float = math.nan
     prompt_tokens_per_sample: float = math.nan  # for the FLOPs axis (inference.compute)
+    vote_weight: str = ""  # the map weighted_majority used (`resolve_vote_weight`); "" without scores
 
 
 # ---------------------------------------------------------------- reading the samples table
@@ -177,13 +181,22 @@ def _column(table, name: str, kind: str, where: str) -> np.ndarray:
 VOTE_WEIGHTS = ("auto", "exp", "sigmoid", "raw")
 
 
-def vote_weights(score: np.ndarray, score_name: str, how: str = "auto", where: str = "samples") -> np.ndarray:
-    """The weight a sample adds to its answer in weighted majority: a monotone map of its score (so
-    best-of-n, which ranks by it, is unchanged). `auto`: exp for `mean_logprob`, sigmoid otherwise."""
+def resolve_vote_weight(score: np.ndarray, score_name: str, how: str = "auto") -> str:
+    """The map `auto` stands for, from what the score column holds: `exp` for `mean_logprob`, `raw` for
+    scores that are all non-negative (already weights), `sigmoid` for scores that can be negative."""
     if how not in VOTE_WEIGHTS:
         raise UserError(f"vote weight must be one of {', '.join(VOTE_WEIGHTS)}; got {how!r}")
-    if how == "auto":
-        how = "exp" if score_name == "mean_logprob" else "sigmoid"
+    if how != "auto":
+        return how
+    if score_name == "mean_logprob":
+        return "exp"
+    return "raw" if np.nanmin(score, initial=0.0) >= 0 else "sigmoid"
+
+
+def vote_weights(score: np.ndarray, score_name: str, how: str = "auto", where: str = "samples") -> np.ndarray:
+    """The weight a sample adds to its answer in weighted majority: a monotone map of its score (so
+    best-of-n, which ranks by it, is unchanged); `how` as `resolve_vote_weight`."""
+    how = resolve_vote_weight(score, score_name, how)
     if how == "exp":
         return np.exp(score)
     if how == "sigmoid":
@@ -254,7 +267,8 @@ def estimate_per_problem(samples, ks: list[int] | None = None, strategies: list[
     sample_idx = _column(table, "sample_idx", "int", where)
     correct = _column(table, "correct", "bool", where)
     score = _column(table, score_name, "float", where) if score_name else None
-    weight = None if score is None else vote_weights(score, score_name, vote_weight, where)
+    weight_map = None if score is None else resolve_vote_weight(score, score_name, vote_weight)
+    weight = None if score is None else vote_weights(score, score_name, weight_map, where)
     tokens = _column(table, "num_tokens", "float", where) if "num_tokens" in names else None
     prompt_tokens = _column(table, "prompt_tokens", "float", where) if "prompt_tokens" in names else None
 
@@ -279,7 +293,8 @@ def estimate_per_problem(samples, ks: list[int] | None = None, strategies: list[
         sizes = np.array([p.n for p in problems])
         model_ks = _model_ks(ks, int(sizes.min()), model_names[m_code])
         est = ModelEstimates(model=model_names[m_code], ks=model_ks,
-                             problem_ids=[problem_names[problem_code[order[a]]] for a, _ in groups])
+                             problem_ids=[problem_names[problem_code[order[a]]] for a, _ in groups],
+                             vote_weight=weight_map or "")
         if tokens is not None:
             est.tokens_per_sample = _mean_per_sample(tokens, order, groups)
         if prompt_tokens is not None:
@@ -405,7 +420,8 @@ def summarize(estimates: list[ModelEstimates], bootstrap: int = 1000, seed: int 
                                  ci_low=float(low[j]), ci_high=float(high[j]), num_problems=len(values),
                                  mean_tokens=tokens,
                                  flops=generation_flops(params, k, est.prompt_tokens_per_sample, est.tokens_per_sample),
-                                 estimator=est.estimator[strategy][j]))
+                                 estimator=est.estimator[strategy][j],
+                                 vote_weight=est.vote_weight if strategy == "weighted_majority" else ""))
     return rows
 
 

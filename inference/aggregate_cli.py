@@ -55,8 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--filter", default=None, help="lm-eval samples: which filter's lines (default: the first)")
     parser.add_argument("--vote-weight", default="auto", choices=["auto", "exp", "sigmoid", "raw"],
                         help="weighted_majority's weight per sample, a monotone map of the score: auto = exp for "
-                             "mean_logprob, sigmoid for other scores (non-negative: every vote counts for its "
-                             "answer); raw = the scores as they are (the study's sum)")
+                             "mean_logprob, other scores as they are when all are non-negative and through a sigmoid "
+                             "when some are negative (every vote counts for its answer; metrics name the choice); "
+                             "raw = the scores as they are (the study's sum)")
     parser.add_argument("--mc-draws", type=int, default=2000, help="random subsets per k where Monte Carlo is used")
     parser.add_argument("--paired", default=None, metavar="PAIRS.csv",
                         help="also write paired differences (strategy vs strategy per model, model vs model per "

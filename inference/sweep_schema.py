@@ -105,9 +105,10 @@ class SweepAggregateConfig:
     estimator: str = config_field("exact", "exact (expectation over k-subsets without replacement), "
                                            "monte_carlo, or prefix (the study's first-k numbers)")
     bootstrap: int = config_field(1000, "percentile-bootstrap resamples over problems for the CIs")
-    vote_weight: str = config_field("auto", "weighted_majority's weight per sample: auto (exp for mean_logprob, "
-                                            "sigmoid for reward-model scores: never negative), exp, sigmoid, raw "
-                                            "(the scores as they are: the study summed ArmoRM's)")
+    vote_weight: str = config_field("auto", "weighted_majority's weight per sample: auto (exp for mean_logprob; "
+                                            "reward-model scores as they are when all are non-negative, else "
+                                            "sigmoid; metrics.csv names the choice), exp, sigmoid, raw (the scores "
+                                            "as they are: the study summed ArmoRM's)")
     seed: int = config_field(0, "seed of the bootstrap and of Monte-Carlo estimates")
 
 

@@ -135,3 +135,28 @@ def test_no_answer_subsets_score_zero():
     p = ProblemSamples.from_answers([None, None, "a"], [False, False, True], [5.0, 5.0, 0.0])
     assert majority_at_k(p, [1])[0][0] == pytest.approx(1 / 3)
     assert best_of_n_at_k(p, [1, 2])[1] == pytest.approx(2 / 3)  # "a" is in 2 of the 3 pairs
+
+
+def test_default_vote_weights_equal_brute_force_when_scores_are_already_weights():
+    """`moelab aggregate`'s default (`auto`) sums non-negative scores as they are (issue #28: a sigmoid of a
+    probability flattened the weights: weighted majority@3 0.2732 where the sum gives 0.2721)."""
+    from inference.aggregate import aggregate_samples, resolve_vote_weight
+
+    rng = np.random.default_rng(7)
+    rows, problems = [], []
+    for problem in range(30):
+        n = 6
+        answers = [f"a{rng.integers(3)}" for _ in range(n)]
+        good = {f"a{c}": bool(rng.random() < 0.4) for c in range(3)}
+        scores = rng.choice([0.125, 0.25, 0.375, 0.5, 0.625, 0.75], size=n)
+        problems.append(ProblemSamples.from_answers(answers, [good[a] for a in answers], scores))
+        rows += [{"problem_id": f"p{problem}", "sample_idx": i, "answer": a, "correct": good[a], "score": float(s)}
+                 for i, (a, s) in enumerate(zip(answers, scores))]
+    got = {r["k"]: r for r in aggregate_samples(rows, ks=[1, 2, 3, 6], strategies=["weighted_majority"], bootstrap=0)}
+    for k in (1, 2, 3, 6):
+        expected = np.mean([brute_force(p, k)["weighted_majority"] for p in problems])
+        assert abs(got[k]["accuracy"] - expected) < 1e-12, k
+        assert got[k]["vote_weight"] == "raw"
+    assert resolve_vote_weight(np.array([-1.0, 2.0]), "score") == "sigmoid"
+    assert resolve_vote_weight(np.array([-1.0, -2.0]), "mean_logprob") == "exp"
+    assert resolve_vote_weight(np.array([0.5]), "score", "sigmoid") == "sigmoid"

@@ -113,5 +113,5 @@ def test_sweep_vote_weight_follows_what_the_score_column_holds():
                                scoring=SimpleNamespace(best_of_n_score=best))
 
     assert _vote_weight(cfg("auto", "mean_logprob")) == "exp"  # the column is named score but holds logprobs
-    assert _vote_weight(cfg("auto", "reward_model")) == "sigmoid"
+    assert _vote_weight(cfg("auto", "reward_model")) == "auto"  # decided from the scores (resolve_vote_weight)
     assert _vote_weight(cfg("raw", "reward_model")) == "raw"  # the study's sum, as its recipes ask
