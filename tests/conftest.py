@@ -60,3 +60,12 @@ def require_isolation(mode: str) -> None:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the isolation tests, but {bwrap_problem()}")
         pytest.skip(f"no OS isolation on this machine: {bwrap_problem()}")
+
+
+def expected_isolation(mode: str) -> str:
+    """What `CodeResult.isolation` reports under `mode` on this machine: the seccomp filter has a system-call
+    table for x86_64 Linux only (rewards/sandbox_seccomp.py)."""
+    import sys
+
+    filtered = sys.platform.startswith("linux") and os.uname().machine == "x86_64" and mode != "guard"
+    return "+".join(name for name, on in (("bwrap", mode == "bwrap"), ("seccomp", filtered)) if on) or "none"

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ISOLATION_MODES, require_isolation
+from conftest import ISOLATION_MODES, expected_isolation, require_isolation
 
 from rewards import Scorer
 from rewards.sandbox import run_code
@@ -232,7 +232,7 @@ GUARD_CANNOT_HOLD = {
 
 @pytest.mark.parametrize("name", list(ESCAPES))
 def test_each_escape_is_contained(name, mode, tmp_path, target):
-    if mode == "guard" and name in GUARD_CANNOT_HOLD:
+    if expected_isolation(mode) == "none" and name in GUARD_CANNOT_HOLD:  # guard, or no filter for this machine
         pytest.skip(f"the in-process guard alone cannot hold this: {GUARD_CANNOT_HOLD[name]}")
     host, listener = _host(tmp_path), Listener()
     before = _state(host)
@@ -245,7 +245,7 @@ def test_each_escape_is_contained(name, mode, tmp_path, target):
         listener.close()
     assert harm == [], (name, result)
     assert result["status"] in {"failed", "ok"}, result  # refused (failed) or an answer that is harmless
-    assert result["isolation"] == {"bwrap": "bwrap+seccomp", "none": "seccomp", "guard": "none"}[mode], result
+    assert result["isolation"] == expected_isolation(mode), result
 
 
 def test_the_guard_cannot_be_disarmed(mode):

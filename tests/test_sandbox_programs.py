@@ -7,7 +7,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import ISOLATION_MODES, require_isolation
+from conftest import ISOLATION_MODES, expected_isolation, require_isolation
 
 from rewards.sandbox import run_code
 
@@ -52,5 +52,5 @@ def test_legitimate_programs_keep_their_answers(mode):
         results = dict(zip(PROGRAMS, pool.map(lambda item: run_code(item[0], isolation=mode), PROGRAMS.values())))
     wrong = {name: result for name, result in results.items() if result.answer != PROGRAMS[name][1]}
     assert wrong == {}
-    expected = {"bwrap": "bwrap+seccomp", "none": "seccomp", "guard": "none"}[mode]
+    expected = expected_isolation(mode)
     assert {result.isolation for result in results.values()} == {expected}
