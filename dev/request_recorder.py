@@ -2,13 +2,15 @@
 
 Why: to see what lm-eval sends an engine (prompt token ids, sampling parameters) and which request each came
 from, with the harness's own model classes doing all the tokenizing, truncating and batching as in a real
-run, on any lm-eval version: the 1044db9 harness (an environment without vLLM, transformers 4.47) and the
-lab's 0.4.13 (vLLM's CPU build, transformers 5). So this module imports nothing of the lab's.
+run, on any lm-eval version: the 1044db9 and 82a9936 harnesses (environments without vLLM, transformers 4.47 /
+4.52) and the lab's 0.4.13 (vLLM's CPU build, transformers 5). So this module imports nothing of the lab's.
 
 - vLLM: `LLM` and `SamplingParams` in lm-eval's module are replaced; generation answers "#<n>" and scoring
   gives log p(continuation) = -(n+1), n the engine call, so each request is tied to the call it became.
 - HF: the two methods that call transformers (`_model_generate`, `_model_call`) are replaced; generation
-  answers "#<n>" too, a scoring call is found by its input (context + continuation less the last id).
+  answers "#<n>" too, a scoring call is found by its input (context + continuation less the last id). With
+  `Recorder(hf_generate=True)` the version's own `_model_generate` runs, and what it hands transformers'
+  `generate` is recorded instead.
 - `write_standin`: a toy member whose tokenizer adds a BOS by default, as llm-jp-3's does, so a BOS shows
   wherever one is sent. Used by dev/harness_requests.py and tests/test_harness_requests.py.
 """
@@ -60,14 +62,18 @@ class RecordingSamplingParams:
 class Recorder:
     """What one side sends to the engine (prompt ids, sampling parameters) and the request each came from."""
 
-    def __init__(self, shots: Callable[[str], list[str]] | None = None) -> None:
+    def __init__(self, shots: Callable[[str], list[str]] | None = None, hf_generate: bool = False) -> None:
         self.shots = shots or first_lines  # a context -> its demonstrations, for the record (a summary)
+        # HF: False records the arguments of lm-eval's `_model_generate`; True runs the version's own
+        # `_model_generate` and records what it gives transformers' `generate` (the engine boundary), keeping
+        # `_model_generate`'s arguments beside them (`hf_model_generate_kwargs`, not compared by `compare`)
+        self.hf_generate = hf_generate
         self.calls: list[dict[str, Any]] = []  # one per prompt the engine got
         self.pairs: dict[tuple[str, str], tuple[list[int], list[int]]] = {}  # (context, continuation) -> ids
         self.requests: list[dict[str, Any]] = []
 
-    def _call(self, ids: list[int], sampling: dict[str, Any]) -> int:
-        self.calls.append({"ids": [int(t) for t in ids], "sampling": sampling})
+    def _call(self, ids: list[int], sampling: dict[str, Any], **extra: Any) -> int:
+        self.calls.append({"ids": [int(t) for t in ids], "sampling": sampling, **extra})
         return len(self.calls) - 1
 
     def llm_class(self) -> type:
@@ -127,14 +133,27 @@ class Recorder:
         def model_generate(lm: Any, context: Any, max_length: int, stop: list[str], **kwargs: Any) -> Any:
             import torch
 
-            mask = kwargs.pop("attention_mask")
-            sampling = {"max_new_tokens": max_length - context.shape[1], "stop": list(stop), **kwargs}
-            rows = []
-            for row, row_mask in zip(context.tolist(), mask.tolist()):
-                n = recorder._call([t for t, m in zip(row, row_mask) if m], sampling)
-                rows.append(row + lm.tokenizer.encode(f"#{n}", add_special_tokens=False))
-            width = max(map(len, rows))
-            return torch.tensor([r + [lm.tokenizer.pad_token_id] * (width - len(r)) for r in rows])
+            lm_kwargs = {k: v for k, v in kwargs.items() if k != "attention_mask"}
+
+            def generate(input_ids: Any, attention_mask: Any, max_length: int, stopping_criteria: Any = None,
+                         **rest: Any) -> Any:
+                sampling = {"max_new_tokens": max_length - input_ids.shape[1], "stop": list(stop), **rest}
+                extra = {"lm_kwargs": lm_kwargs} if recorder.hf_generate else {}
+                rows = []
+                for row, row_mask in zip(input_ids.tolist(), attention_mask.tolist()):
+                    n = recorder._call([t for t, m in zip(row, row_mask) if m], sampling, **extra)
+                    rows.append(row + lm.tokenizer.encode(f"#{n}", add_special_tokens=False))
+                width = max(map(len, rows))
+                return torch.tensor([r + [lm.tokenizer.pad_token_id] * (width - len(r)) for r in rows])
+
+            if not recorder.hf_generate:
+                return generate(context, max_length=max_length, **kwargs)
+            model = lm.model
+            model.generate = generate  # the instance's, over transformers' method, for this call only
+            try:
+                return originals["_model_generate"](lm, context, max_length, stop, **kwargs)
+            finally:
+                del model.generate
 
         def model_call(lm: Any, inps: Any, attn_mask: Any = None, labels: Any = None) -> Any:
             import torch
@@ -181,6 +200,8 @@ class Recorder:
         record["shots"] = self.shots(request.args[0])
         record["engine"] = {"prompt_ids": ids_summary(engine["ids"]),
                             "sampling": json.loads(json.dumps(engine["sampling"], default=str))}
+        if "lm_kwargs" in engine:
+            record["hf_model_generate_kwargs"] = json.loads(json.dumps(engine["lm_kwargs"], default=str))
         if request.request_type == "loglikelihood":
             context_ids, continuation_ids = self.pairs[tuple(request.args)]
             record["engine"]["context_len"] = len(context_ids)

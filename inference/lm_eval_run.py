@@ -286,10 +286,17 @@ def evaluate_model(cfg: Any, model: str, task_manager: Any, out_root: Path) -> l
     if pending:
         print(f"{info.name}: evaluating {', '.join(pending)}" +
               (f" (reusing {', '.join(records)})" if records else ""), flush=True)
-        if any((task_manager.task_index[t].cfg or {}).get("unsafe_code") for t in pending):
+        unsafe = [t for t in pending if (task_manager.task_index[t].cfg or {}).get("unsafe_code")]
+        foreign = [t for t in unsafe if not Path(task_manager.task_index[t].yaml_path).resolve().is_relative_to(
+            LAB_TASKS_DIR.resolve())]
+        if foreign:
+            raise UserError(f"tasks {', '.join(foreign)} execute the model's programs through lm-eval's own code_eval, "
+                            f"unsandboxed; the lab runs only its own code tasks (humaneval, humaneval_plus, mbpp, "
+                            f"mbpp_plus in {LAB_TASKS_DIR.name}/), whose programs run in its sandbox")
+        if unsafe:
             from rewards.sandbox import announce_isolation
 
-            announce_isolation()  # the code tasks execute the model's programs: say how they are held
+            announce_isolation()  # the lab's code tasks execute the model's programs: say how they are held
         loaded: dict[str, dict[str, Any]] = {t: load_task(task_manager, t, cfg) for t in pending}
         leaf = {name: obj for objs in loaded.values() for name, obj in objs.items()}
         results = _evaluate(cfg, task_manager, leaf, source, backend, model_dir / "lm_eval")

@@ -19,7 +19,8 @@ row missing a field, is reported on stderr with its line number and scored `erro
 
 `--task code`: each row is a program and its tests, as HumanEval and MBPP samples are written:
 `{prompt, completion, test, entry_point}` (the program is prompt + completion, the tests `test` +
-`check(entry_point)`) or `{completion, test_list}` (MBPP's asserts), or a `gold` field holding the tests.
+`check(entry_point)`) or `{completion, test_list}` (MBPP's asserts; a `prompt` there is prose and is not
+prepended), or a `gold` field holding the tests.
 Programs always run (in the sandbox, rewards/README.md); `correct` means they ran to the end.
 """
 
@@ -55,8 +56,9 @@ class ScoreOptions:
     gold_field: str = config_field("gold", "input field holding the gold answer (raw dataset field or bare)")
     problem_id_field: str = config_field("problem_id", "input field naming the problem, for answer clusters "
                                          "(rows without it are grouped by gold answer)")
-    prompt_field: str = config_field("prompt", "task=code: field put before the completion (HumanEval completions "
-                                     "continue their prompt); rows without it use the completion alone")
+    prompt_field: str = config_field("prompt", "task=code: field put before the completion of HumanEval-style rows "
+                                     "(those with an entry_point: their completions continue the prompt); MBPP rows, "
+                                     "whose prompt is prose, use the completion alone")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -132,8 +134,8 @@ def run(args: argparse.Namespace) -> int:
     completions = [rows[i][options.completion_field] for i in good]
     golds = [rows[i].get(options.gold_field) for i in good]
     if args.task == "code":
-        completions = [str(rows[i].get(options.prompt_field) or "") + str(completion)
-                       for i, completion in zip(good, completions)]
+        completions = [(str(rows[i].get(options.prompt_field) or "") if rows[i].get("entry_point") else "")
+                       + str(completion) for i, completion in zip(good, completions)]
         golds = [code_tests(rows[i], options) for i in good]
     fallback = "task_id" if args.task == "code" else None  # HumanEval/MBPP samples name their problem so
     ids = [str(rows[i].get(options.problem_id_field) or rows[i].get(fallback or "", None) or f"gold:{golds[n]}")

@@ -9,7 +9,7 @@ never a file that holds one.
 Isolation (`MOELAB_SANDBOX`: `auto`, the default, `bwrap` or `none`; rewards/README.md, "Sandbox"):
 - `bwrap`: inside bubblewrap, with its own mount, PID, network, IPC, UTS and user namespaces, all
   capabilities dropped, a read-only view of only the interpreter, the system libraries and the allowed
-  libraries, a private tmpfs as its working directory, an environment of four variables, a new
+  libraries, a private tmpfs as its working directory, a minimal environment (`_child_env`), a new
   session, and death with its parent. `auto` uses it wherever `bwrap` is installed and works.
 - `none`: the same child, started plainly, in an empty temporary directory deleted afterwards. The
   lab says so once per process (`announce_isolation`).
@@ -33,11 +33,13 @@ import json
 import logging
 import os
 import re
+import selectors
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +53,10 @@ MODES = ("auto", "bwrap", "none", "guard")
 _INSIDE = "/moelab"
 _INSIDE_LIBRARIES = _INSIDE + "/lib"
 _SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+# What the parent reads back from a program at most (its reply is a few kB; a program that prints more is
+# killed rather than buffered), and the longest answer or error it accepts in that reply.
+MAX_OUTPUT_BYTES = 1 << 20
+MAX_ANSWER_CHARS = 10_000
 logger = logging.getLogger(__name__)
 # Libraries a program may import beyond the standard library, and what each one pre-imports.
 # sympy and numpy load some submodules only when first used (`solve` needs `sympy.tensor.tensor`); once
@@ -151,7 +157,7 @@ def requested_mode() -> str:
 def bwrap_problem() -> str | None:
     """Why bubblewrap cannot isolate programs here (None when it can): run once per process, by
     starting the interpreter inside it exactly as `run_code` will."""
-    if shutil.which("bwrap") is None:
+    if shutil.which("bwrap") is None:  # the lab's PATH; the child's PATH is only /usr/bin:/bin
         return "bubblewrap (bwrap) is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
     command = _bwrap_command(()) + [_interpreter(), "-I", "-S", "-c", "pass"]
     try:
@@ -188,10 +194,16 @@ def announce_isolation() -> str:
     if mode != "bwrap" and not _announced:
         _announced = True
         why = bwrap_problem() if requested_mode() == "auto" else f"{MODE_ENV}={mode}"
-        held_by = "the in-process guard" if mode == "guard" else "the in-process guard and a seccomp filter"
+        filtered = mode != "guard" and seccomp_available()
+        held_by = "the in-process guard and a seccomp filter" if filtered else "the in-process guard"
         logger.warning("moelab: model programs run without OS isolation (%s): they are contained only by %s; "
                        "see rewards/README.md, 'Sandbox'", why, held_by)
     return mode
+
+
+def seccomp_available() -> bool:
+    """Whether `sandbox_seccomp.py` has a system-call table for this machine (x86_64 Linux)."""
+    return sys.platform.startswith("linux") and os.uname().machine == "x86_64"
 
 
 def _interpreter() -> str:
@@ -222,7 +234,7 @@ def _library_dirs(libraries: tuple[str, ...]) -> tuple[str, ...]:
 
 def _bwrap_command(libraries: tuple[str, ...]) -> list[str]:
     """bubblewrap's arguments, up to the command it runs."""
-    command = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+    command = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
                "--hostname", "sandbox", "--ro-bind", "/usr", "/usr"]
     for name in _SYSTEM_DIRS:
         path = "/" + name
@@ -285,14 +297,17 @@ def run_code(code: str, timeout_s: float = 3.0, memory_mb: int = 512, convention
                    os.pathsep.join(_library_paths(libraries)), convention,
                    "noseccomp" if mode == "guard" else "seccomp"]
     try:
-        return _run(command, code, workdir, _deadline(timeout_s, list(libraries)), timeout_s, mode == "bwrap")
+        return _run(command, code, workdir, _deadline(timeout_s, list(libraries)), timeout_s, mode == "bwrap",
+                    filtered=mode != "guard" and seccomp_available())
     finally:
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _run(command: list[str], code: str, workdir: str | None, deadline_s: float, timeout_s: float,
-         bwrap: bool) -> CodeResult:
+         bwrap: bool, filtered: bool) -> CodeResult:
+    """Run the child; read back at most MAX_OUTPUT_BYTES. What the child says is checked, never trusted
+    for more than its own answer: `isolation` is what the parent asked for and the child confirmed."""
     info_read, info_write = os.pipe() if bwrap else (-1, -1)
     if bwrap:  # bwrap writes {"child-pid": N} there: the host PID of its namespace's init, to kill on timeout
         command = command[:1] + ["--info-fd", str(info_write)] + command[1:]
@@ -303,9 +318,8 @@ def _run(command: list[str], code: str, workdir: str | None, deadline_s: float, 
         if bwrap:
             os.close(info_write)
             info_write = -1
-        try:
-            out, _ = process.communicate(code.encode("utf-8", "replace"), timeout=deadline_s)
-        except subprocess.TimeoutExpired:
+        out, problem = _exchange(process, code.encode("utf-8", "replace"), deadline_s)
+        if problem is not None:
             if bwrap:  # bwrap then reaps the namespace's init and exits: wait for that before killing it
                 _kill_namespace(info_read)
                 try:
@@ -314,15 +328,16 @@ def _run(command: list[str], code: str, workdir: str | None, deadline_s: float, 
                     pass
             process.kill()
             process.wait()
+            if problem == "output":
+                return CodeResult("failed", detail=f"code wrote more than {MAX_OUTPUT_BYTES} bytes: killed")
             return CodeResult("timeout", detail=f"code still running after {timeout_s:g} s: killed")
-        lines = out.decode("utf-8", "replace").strip().splitlines()
-        reply = json.loads(lines[-1]) if lines else {}
-        seccomp = reply.get("seccomp") is True if isinstance(reply, dict) else False
-        isolation = "+".join(name for name, on in (("bwrap", bwrap), ("seccomp", seccomp)) if on) or "none"
+        reply = _reply(out)
+        confirmed = filtered and reply.get("seccomp") is True
+        isolation = "+".join(name for name, on in (("bwrap", bwrap), ("seccomp", confirmed)) if on) or "none"
         returncode = process.returncode
         if bwrap and returncode is not None and returncode > 128:
             returncode = 128 - returncode  # bwrap exits 128 + N when its child died of signal N
-        if returncode != 0 or not isinstance(reply, dict) or not reply:
+        if returncode != 0 or not reply:
             reason = _signal_name(returncode)
             status = "timeout" if reason in ("SIGXCPU", "SIGKILL") else "crashed" if returncode < 0 else "failed"
             return CodeResult(status, detail=f"code process ended without an answer ({reason})", isolation=isolation)
@@ -330,8 +345,8 @@ def _run(command: list[str], code: str, workdir: str | None, deadline_s: float, 
         if created:  # cannot happen with RLIMIT_FSIZE=0 and the audit hook; never trust such a run
             return CodeResult("failed", detail=f"code created files {created[:3]}: answer discarded",
                               isolation=isolation)
-        if reply.get("ok"):
-            return CodeResult("ok", answer=reply.get("answer"), isolation=isolation)
+        if reply.get("ok") and reply.get("answer") is not None:
+            return CodeResult("ok", answer=reply["answer"], isolation=isolation)
         return CodeResult("failed", detail=str(reply.get("error") or "no answer"), isolation=isolation)
     except (OSError, ValueError) as err:
         return CodeResult("failed", detail=f"sandbox could not run the code: {err}")
@@ -339,6 +354,60 @@ def _run(command: list[str], code: str, workdir: str | None, deadline_s: float, 
         for fd in (info_read, info_write):
             if fd >= 0:
                 os.close(fd)
+
+
+def _exchange(process: subprocess.Popen, data: bytes, deadline_s: float) -> tuple[bytes, str | None]:
+    """Send the program and read what comes back, both within the deadline: (output, None), or
+    (output so far, `timeout` | `output`) when the deadline passed or the output outgrew its cap
+    (`communicate` would buffer whatever a program prints, gigabytes included)."""
+    end = time.monotonic() + deadline_s
+    out = bytearray()
+    pending = memoryview(data)
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    os.set_blocking(process.stdin.fileno(), False)
+    selector.register(process.stdin, selectors.EVENT_WRITE)
+    try:
+        while selector.get_map():
+            left = end - time.monotonic()
+            if left <= 0:
+                return bytes(out), "timeout"
+            for key, _ in selector.select(left):
+                if key.fileobj is process.stdin:
+                    try:
+                        pending = pending[os.write(process.stdin.fileno(), pending[:1 << 16]):]
+                    except (BrokenPipeError, BlockingIOError) as err:
+                        pending = pending if isinstance(err, BlockingIOError) else pending[len(pending):]
+                    if not pending:
+                        selector.unregister(process.stdin)
+                        process.stdin.close()
+                    continue
+                chunk = os.read(process.stdout.fileno(), 1 << 16)
+                if not chunk:
+                    selector.unregister(process.stdout)
+                out += chunk
+                if len(out) > MAX_OUTPUT_BYTES:
+                    return bytes(out), "output"
+        process.wait(timeout=max(0.01, end - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        return bytes(out), "timeout"
+    finally:
+        selector.close()
+    return bytes(out), None
+
+
+def _reply(out: bytes) -> dict:
+    """The child's last line, if it is the reply the child writes: a JSON object whose answer and error are
+    strings (or null) of bounded length; {} otherwise (a program may write anything to its stdout)."""
+    lines = out.decode("utf-8", "replace").strip().splitlines()
+    try:
+        reply = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        return {}
+    if not isinstance(reply, dict) or not all(isinstance(reply.get(key), (str, type(None))) and
+                                              len(reply.get(key) or "") <= MAX_ANSWER_CHARS for key in ("answer", "error")):
+        return {}
+    return reply
 
 
 def _kill_namespace(info_fd: int) -> None:

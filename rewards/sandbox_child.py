@@ -119,13 +119,20 @@ def _limit(cpu_s: int, memory_mb: int) -> None:
 
 
 def _remove_unaudited_calls() -> None:
-    """`os.mknod` and `os.mkfifo` create files without raising an audit event; the seccomp filter refuses
-    them, and where there is no filter they are at least not lying around (a program that re-creates the
-    built-in `posix` module gets them back: rewards/README.md, "Sandbox")."""
+    """`os.mknod` and `os.mkfifo` create files, and `os.setpriority`, `os.sched_set*`, `os.setpgid` and
+    `time.clock_settime` act on other processes or the host, without raising an audit event; the seccomp
+    filter refuses them, and where there is no filter they are at least not lying around (a program that
+    re-creates the built-in `posix` module gets them back: rewards/README.md, "Sandbox")."""
+    import time
+
     for module in (os, sys.modules.get("posix")):
-        for name in ("mknod", "mkfifo"):
+        for name in ("mknod", "mkfifo", "setpriority", "sched_setaffinity", "sched_setscheduler", "sched_setparam",
+                     "setpgid"):
             if hasattr(module, name):
                 delattr(module, name)
+    for name in ("clock_settime", "clock_settime_ns"):
+        if hasattr(time, name):
+            delattr(time, name)
 
 
 def _audit(event, args):

@@ -15,9 +15,14 @@ refuses, with EPERM, every system call a program that computes an answer has no 
 - other processes (`kill`, `tkill`, `tgkill`, `ptrace`, `process_vm_readv`/`writev`, pidfds);
 - the limits and identity (`setrlimit`, `prlimit64` with a new limit, `set*id`, `capset`), namespaces,
   mounts, modules, keys, BPF, io_uring, perf, SysV/POSIX IPC, `memfd_create`;
+- other processes' scheduling and memory (`setpriority`, `sched_set*`, `ioprio_set`, `migrate_pages`,
+  `move_pages`, `setpgid`), the clock (`clock_settime`, `settimeofday`, `adjtimex`, `clock_adjtime`), and
+  `syslog`, `vhangup`, `modify_ldt`;
 - any other system-call ABI (x32 numbers; a 32-bit `int 0x80` call kills the process).
 
-Only x86_64 has a table here (the system-call numbers differ per architecture; a test checks this
+It is a deny list (what a program could harm the host with), not an allow list: CPython and numpy's
+needs vary by version, and a refused call they need would fail legitimate programs. Only x86_64 has a
+table here (the system-call numbers differ per architecture; a test checks this
 table against the kernel headers where they are installed). Elsewhere `install` returns False and the
 sandbox says the filter is absent.
 """
@@ -50,7 +55,12 @@ X86_64 = {
     "sethostname": 170, "setdomainname": 171, "acct": 163, "quotactl": 179, "iopl": 172, "ioperm": 173,
     "bpf": 321, "perf_event_open": 298, "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426,
     "io_uring_register": 427, "keyctl": 250, "add_key": 248, "request_key": 249, "personality": 135,
-    "shmget": 29, "semget": 64, "msgget": 68, "mq_open": 240,
+    "shmget": 29, "semget": 64, "msgget": 68, "mq_open": 240, "shmctl": 31, "semctl": 66, "msgctl": 71,
+    "mq_unlink": 241, "setpriority": 141, "sched_setparam": 142, "sched_setscheduler": 144,
+    "sched_setaffinity": 203, "sched_setattr": 314, "ioprio_set": 251, "migrate_pages": 256, "move_pages": 279,
+    "setpgid": 109, "clock_settime": 227, "settimeofday": 164, "adjtimex": 159, "clock_adjtime": 305,
+    "syslog": 103, "vhangup": 153, "modify_ldt": 154, "_sysctl": 156, "uselib": 134, "lookup_dcookie": 212,
+    "process_mrelease": 448, "quotactl_fd": 443,
 }
 OPEN, OPENAT, PRLIMIT64 = 2, 257, 302  # refused only with write flags / a new limit (checked below)
 X32_BIT = 0x40000000

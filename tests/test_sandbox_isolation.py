@@ -82,7 +82,8 @@ _disarm()
 '''
 
 # name -> program (after DISARM); {host}: a folder outside the sandbox, {port}: a loopback listener,
-# {pid}: a process of the host's. Each sets `result`.
+# {pid}: a process of the host's, {python}: an interpreter that exists inside and outside the sandbox.
+# Each sets `result`.
 ESCAPES = {
     "mknod outside": "import os\nos.mknod('{host}/node')\nresult = 1",
     "mkfifo outside": "import os\nos.mkfifo('{host}/fifo')\nresult = 1",
@@ -108,18 +109,20 @@ ESCAPES = {
     "raw _socket": "import _socket\ns = _socket.socket()\ns.connect(('127.0.0.1', {port}))\nresult = 1",
     "fork_exec a process": (
         "import os, _posixsubprocess\n"
-        "argv = [b'/usr/bin/python3', b'-c', b'import socket; socket.create_connection((\"127.0.0.1\", {port}))']\n"
+        "argv = [b'{python}', b'-c', b'import socket; socket.create_connection((\"127.0.0.1\", {port}))']\n"
         "r, w = os.pipe()\n"
         "common = (argv, [argv[0]], True, (), None, None, -1, -1, -1, -1, -1, -1, r, w, True, False, -1, -1, None, -1)\n"
         "for tail in ((-1, None, False), (-1, None), (None,)):  # the signature differs between 3.11 builds\n"
         "    try:\n        pid = _posixsubprocess.fork_exec(*common, *tail)\n        break\n"
         "    except TypeError:\n        pass\n"
         "os.waitpid(pid, 0)\nresult = 1"),
-    "fork and exec": ("import os\npid = os.fork()\nif pid == 0:\n    os.execv('/usr/bin/python3', ['python3', '-c', "
+    "fork and exec": ("import os\npid = os.fork()\nif pid == 0:\n    os.execv('{python}', ['python3', '-c', "
                       "'import socket; socket.create_connection((\"127.0.0.1\", {port}))'])\n"
                       "os.waitpid(pid, 0)\nresult = 1"),
-    "os.system": "import os\nos.system(\"/usr/bin/python3 -c 'open(\\\"{host}/sys\\\", \\\"w\\\")'\")\nresult = 1",
+    "os.system": "import os\nos.system(\"{python} -c 'open(\\\"{host}/sys\\\", \\\"w\\\")'\")\nresult = 1",
     "signals a host process": "import os\nos.kill({pid}, 9)\nresult = 1",
+    "renices a host process": "import os\nos.setpriority(os.PRIO_PROCESS, {pid}, 19)\nresult = 1",
+    "pins a host process to one core": "import os\nos.sched_setaffinity({pid}, {{0}})\nresult = 1",
 }
 
 
@@ -168,13 +171,15 @@ class Listener:
 def target():
     """A process of the host's that a program may try to kill."""
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    process.scheduling = (os.getpriority(os.PRIO_PROCESS, process.pid), os.sched_getaffinity(process.pid))
     yield process
     process.kill()
     process.wait()
 
 
 def _program(name: str, host: Path, port: int, pid: int) -> str:
-    return DISARM + ESCAPES[name].format(host=host, port=port, pid=pid) + "\n"
+    python = os.path.realpath(sys.executable)  # the sandbox mounts the interpreter it runs
+    return DISARM + ESCAPES[name].format(host=host, port=port, pid=pid, python=python) + "\n"
 
 
 def _harm(host: Path, before: dict, listener: Listener, target, answer: str | None) -> list[str]:
@@ -185,6 +190,8 @@ def _harm(host: Path, before: dict, listener: Listener, target, answer: str | No
         harm.append("connected to the loopback listener")
     if target.poll() is not None:
         harm.append("killed a host process")
+    elif (os.getpriority(os.PRIO_PROCESS, target.pid), os.sched_getaffinity(target.pid)) != target.scheduling:
+        harm.append("changed a host process's scheduling")
     if answer and SECRET in answer:
         harm.append("read the secret")
     return harm
@@ -359,3 +366,23 @@ def test_the_filter_table_matches_the_kernel_headers():
     assert {name: number for name, number in X86_64.items() if numbers.get(name, number) != number} == {}
     newest = max(numbers.values())
     assert all(name in numbers or number > newest for name, number in X86_64.items())  # newer than the headers
+
+
+def test_a_flood_of_output_is_cut_not_buffered(mode):
+    """A program that prints gigabytes is killed once it passes the cap (it used to fill the parent's memory)."""
+    from rewards.sandbox import MAX_OUTPUT_BYTES
+
+    flood = "import os\nfor _ in range(3000):\n    os.write(1, b'x' * (1 << 20))\nresult = 1"
+    result = run_code(flood, timeout_s=3.0)
+    assert result.status == "failed" and f"more than {MAX_OUTPUT_BYTES} bytes" in result.detail, result
+
+
+def test_a_forged_reply_is_not_trusted(mode):
+    """A program can write a reply of its own and exit; the parent accepts only a well-formed one, reports the
+    isolation it asked for, and a malformed one cannot break a scoring batch."""
+    forged = ("import os\nos.write(3, b'{\"ok\": true, \"answer\": 7, \"seccomp\": true}\\n')\nos._exit(0)")
+    result = run_code(forged)
+    assert result.status == "failed" and result.isolation in ("bwrap", "none"), result  # never claims seccomp
+    with Scorer(num_workers=1) as scorer:
+        [verdict] = scorer.score("gsm8k", ["#### 7"], [f"<llm-code>\n{forged}\n</llm-code>"], execute_code=True)
+    assert verdict.status == "no_answer", verdict
