@@ -311,6 +311,7 @@ def _run(command: list[str], code: str, workdir: str | None, deadline_s: float, 
     info_read, info_write = os.pipe() if bwrap else (-1, -1)
     if bwrap:  # bwrap writes {"child-pid": N} there: the host PID of its namespace's init, to kill on timeout
         command = command[:1] + ["--info-fd", str(info_write)] + command[1:]
+    process = None
     try:
         process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=subprocess.DEVNULL, cwd=workdir or "/", env=_child_env(), close_fds=True,
@@ -320,14 +321,7 @@ def _run(command: list[str], code: str, workdir: str | None, deadline_s: float, 
             info_write = -1
         out, problem = _exchange(process, code.encode("utf-8", "replace"), deadline_s)
         if problem is not None:
-            if bwrap:  # bwrap then reaps the namespace's init and exits: wait for that before killing it
-                _kill_namespace(info_read)
-                try:
-                    process.wait(timeout=2.0)
-                except subprocess.TimeoutExpired:
-                    pass
-            process.kill()
-            process.wait()
+            _end(process, info_read if bwrap else -1)
             if problem == "output":
                 return CodeResult("failed", detail=f"code wrote more than {MAX_OUTPUT_BYTES} bytes: killed")
             return CodeResult("timeout", detail=f"code still running after {timeout_s:g} s: killed")
@@ -351,9 +345,28 @@ def _run(command: list[str], code: str, workdir: str | None, deadline_s: float, 
     except (OSError, ValueError) as err:
         return CodeResult("failed", detail=f"sandbox could not run the code: {err}")
     finally:
+        if process is not None:
+            if process.poll() is None:  # whatever went wrong here, nothing stays behind
+                _end(process, info_read if bwrap else -1)
+            for stream in (process.stdin, process.stdout):
+                if stream is not None and not stream.closed:
+                    stream.close()
         for fd in (info_read, info_write):
             if fd >= 0:
                 os.close(fd)
+
+
+def _end(process: subprocess.Popen, info_fd: int) -> None:
+    """Kill a sandboxed program and everything it started. Under bwrap (`info_fd` >= 0) the namespace's init
+    goes first; bwrap then reaps it and exits, which is waited for before bwrap itself is killed."""
+    if info_fd >= 0:
+        _kill_namespace(info_fd)
+        try:
+            process.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            pass
+    process.kill()
+    process.wait()
 
 
 def _exchange(process: subprocess.Popen, data: bytes, deadline_s: float) -> tuple[bytes, str | None]:
