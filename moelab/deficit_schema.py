@@ -63,9 +63,9 @@ class TaskPair:
 class Analysis:
     strategy: str = config_field("majority", "TTC strategy whose gap is tested at k=1 and k=N (figure d's lines)")
     budgets: Optional[list[int]] = config_field(None, "sample budgets drawn in figure d (null: powers of 2 up to N)")
-    bootstrap: int = config_field(2000, "bootstrap resamples over problems for every CI")
+    bootstrap: int = config_field(2000, "bootstrap resamples over problems for every CI", at_least=0)
     seed: int = config_field(0, "bootstrap seed")
-    level: float = config_field(0.95, "confidence level of every interval")
+    level: float = config_field(0.95, "confidence level of every interval", above=0)
     pairs: list[list[str]] = config_field([], "extra model pairs [a, b] to test (a: the one expected better)")
     tpp_reference: float = config_field(20.0, "TPP of the reference line in figure c (the study's optimum ~20)")
     loss_column: str = config_field("bits_per_token", "taskloss.csv column used as task loss")

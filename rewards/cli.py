@@ -49,9 +49,10 @@ class ScoreOptions:
                              "solution when the gold field holds one")
     strict: bool = config_field(False, "GSM8K: the study's strict rule (first `####`/`Answer:`/`The answer is` "
                                 "followed by a number, else no answer) instead of the flexible extraction")
-    deadline_s: float = config_field(5.0, "hard per-verdict deadline in seconds (the checker is killed past it)")
-    code_timeout_s: float = config_field(3.0, "wall-clock limit for one program (the study used 3 s)")
-    num_workers: int = config_field(0, "checker processes (0: one per CPU core)")
+    deadline_s: float = config_field(5.0, "hard per-verdict deadline in seconds (the checker is killed past it)",
+                                     above=0)
+    code_timeout_s: float = config_field(3.0, "wall-clock limit for one program (the study used 3 s)", above=0)
+    num_workers: int = config_field(0, "checker processes (0: one per CPU core)", at_least=0)
     completion_field: str = config_field("completion", "input field holding the completion (string or chat list)")
     gold_field: str = config_field("gold", "input field holding the gold answer (raw dataset field or bare)")
     problem_id_field: str = config_field("problem_id", "input field naming the problem, for answer clusters "
@@ -165,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
             record = {k: v for k, v in (row or {"line": _line_of(problems[i])}).items() if k != "_line"}
             record.update(status=verdict.status, reward=verdict.reward, pred=verdict.pred, cluster=verdict.cluster)
             # `moelab aggregate` input as well: answer (the vote key), correct, problem_id, sample_idx
-            problem = id_of.get(i) or str(record.get(options.problem_id_field, "gold:" + str(record.get(options.gold_field))))
+            problem = id_of.get(i) or str(record.get(options.problem_id_field,
+                                                     "gold:" + str(record.get(options.gold_field))))
             record.setdefault("problem_id", problem)
             record.setdefault("sample_idx", seen[problem])
             seen[problem] += 1

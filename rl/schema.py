@@ -40,13 +40,15 @@ class DataSection:
     task: Optional[str] = config_field(None, help="answer checker task of the train problems (gsm8k, math, toy, or a "
                                                   "dataset name that has one); null: the dataset table "
                                                   "(tasks.datasets) or the JSONL rows' `task` field")
-    limit: Optional[int] = config_field(None, help="use only the first N problems (after shuffling)")
+    limit: Optional[int] = config_field(None, help="use only the first N problems (after shuffling)", at_least=1)
     shuffle_seed: Optional[int] = config_field(0, help="shuffle problems with this seed before `limit`")
     prompt_style: str = config_field("chat", help="chat: raw question as one user message through the chat "
                                                   "template (the study's GRPO); qa: 'Question: q\\nAnswer:'")
     max_prompt_length: int = config_field(512, help="drop problems whose prompt is longer (tokens); verl's "
-                                                    "filter_overlong_prompts. TRL 1.16 has no prompt length knob")
-    toy_num_problems: int = config_field(20000, help="toy dataset only: problems generated for the train split")
+                                                    "filter_overlong_prompts. TRL 1.16 has no prompt length knob",
+                                                    at_least=1)
+    toy_num_problems: int = config_field(20000, help="toy dataset only: problems generated for the train split",
+                                         at_least=1)
 
 
 @dataclass
@@ -61,36 +63,40 @@ class GRPOSection:
     """TRL `GRPOConfig` fields, same names and meaning: `rl.train.grpo_config_kwargs` passes every field
     but `extra` to `GRPOConfig` by name (tests/test_grpo.py checks that TRL still has each one)."""
 
-    num_generations: int = config_field(8, help="completions sampled per prompt (the group size G)")
-    per_device_train_batch_size: int = config_field(8, help="completions per device per micro-batch")
-    gradient_accumulation_steps: int = config_field(1, help="micro-batches per optimizer update")
+    num_generations: int = config_field(8, help="completions sampled per prompt (the group size G)", at_least=2)
+    per_device_train_batch_size: int = config_field(8, help="completions per device per micro-batch", at_least=1)
+    gradient_accumulation_steps: int = config_field(1, help="micro-batches per optimizer update", at_least=1)
     steps_per_generation: Optional[int] = config_field(None, help="optimizer updates per generation batch "
-                                                                  "(verl: ppo_mini_batch split); default = grad accum")
-    num_iterations: int = config_field(1, help="passes over each generation batch (PPO epochs, mu)")
+                                                                  "(verl: ppo_mini_batch split); default = grad accum",
+                                                                  at_least=1)
+    num_iterations: int = config_field(1, help="passes over each generation batch (PPO epochs, mu)", at_least=1)
     loss_type: str = config_field("grpo", help="grpo | dr_grpo | dapo | bnpo | cispo | sapo | luspo | vespo "
                                                "(TRL's default is dapo; we default to grpo)")
     beta: float = config_field(0.0, help="KL coefficient to the reference policy (k3 estimator); 0 skips the "
-                                         "reference model")
-    epsilon: float = config_field(0.2, help="PPO clip range (lower)")
-    epsilon_high: Optional[float] = config_field(None, help="upper clip range (DAPO clip-higher); default = epsilon")
+                                         "reference model", at_least=0)
+    epsilon: float = config_field(0.2, help="PPO clip range (lower)", at_least=0)
+    epsilon_high: Optional[float] = config_field(None, help="upper clip range (DAPO clip-higher); default = epsilon",
+                                                 at_least=0)
     scale_rewards: str = config_field("group", help="group | batch | none: divide advantages by the reward std")
-    max_completion_length: int = config_field(256, help="max new tokens per completion")
-    temperature: float = config_field(1.0, help="sampling temperature of rollouts")
-    top_p: float = config_field(1.0, help="nucleus sampling of rollouts")
+    max_completion_length: int = config_field(256, help="max new tokens per completion", at_least=1)
+    temperature: float = config_field(1.0, help="sampling temperature of rollouts", above=0)
+    top_p: float = config_field(1.0, help="nucleus sampling of rollouts", above=0)
     mask_truncated_completions: bool = config_field(False, help="exclude truncated completions from the loss")
-    learning_rate: float = config_field(1e-6, help="peak learning rate (AdamW)")
+    learning_rate: float = config_field(1e-6, help="peak learning rate (AdamW)", above=0)
     lr_scheduler_type: str = config_field("constant", help="transformers scheduler name (constant, cosine, linear)")
-    warmup_steps: float = config_field(0, help="LR warm-up: steps (int) or a fraction of all steps (float < 1)")
-    weight_decay: float = config_field(0.0, help="AdamW weight decay")
-    max_grad_norm: float = config_field(1.0, help="gradient clipping norm")
-    num_train_epochs: float = config_field(1.0, help="epochs over the train problems (ignored when max_steps > 0)")
-    logging_steps: int = config_field(1, help="log TRL metrics every N optimizer steps")
+    warmup_steps: float = config_field(0, help="LR warm-up: steps (int) or a fraction of all steps (float < 1)",
+                                       at_least=0)
+    weight_decay: float = config_field(0.0, help="AdamW weight decay", at_least=0)
+    max_grad_norm: float = config_field(1.0, help="gradient clipping norm", above=0)
+    num_train_epochs: float = config_field(1.0, help="epochs over the train problems (ignored when max_steps > 0)",
+                                           above=0)
+    logging_steps: int = config_field(1, help="log TRL metrics every N optimizer steps", at_least=1)
     seed: int = config_field(0, help="global seed (data order, sampling, init of anything random)")
     use_vllm: bool = config_field(False, help="generate rollouts with vLLM instead of HF generate")
     vllm_mode: str = config_field("colocate", help="colocate (engine inside each training process) | server "
                                                    "(`vllm serve` on dedicated GPUs: rl/cluster.py)")
-    vllm_gpu_memory_utilization: float = config_field(0.3, help="colocate: fraction of GPU memory for vLLM")
-    vllm_tensor_parallel_size: int = config_field(1, help="colocate: tensor-parallel size of each engine")
+    vllm_gpu_memory_utilization: float = config_field(0.3, help="colocate: fraction of GPU memory for vLLM", above=0)
+    vllm_tensor_parallel_size: int = config_field(1, help="colocate: tensor-parallel size of each engine", at_least=1)
     vllm_server_host: str = config_field("0.0.0.0", help="server mode: host of the vLLM server")
     vllm_server_port: int = config_field(8000, help="server mode: port of the vLLM server")
     vllm_importance_sampling_correction: bool = config_field(True, help="TRL's truncated importance sampling for "
@@ -120,10 +126,10 @@ class EvalSection:
     datasets: list = config_field([], help="greedy-accuracy eval sets (dataset names or JSONL paths)")
     split: str = config_field("test", help="split of each eval dataset")
     limit: Optional[int] = config_field(64, help="problems per eval set (a fixed subset, shuffled with seed 0); "
-                                                 "null: the whole split")
-    steps: int = config_field(0, help="evaluate every N steps (0: only before and after training)")
-    max_new_tokens: int = config_field(256, help="greedy generation length")
-    batch_size: int = config_field(32, help="prompts per generate() call")
+                                                 "null: the whole split", at_least=1)
+    steps: int = config_field(0, help="evaluate every N steps (0: only before and after training)", at_least=0)
+    max_new_tokens: int = config_field(256, help="greedy generation length", at_least=1)
+    batch_size: int = config_field(32, help="prompts per generate() call", at_least=1)
 
 
 @dataclass
@@ -141,11 +147,12 @@ class CheckpointSection:
 
 @dataclass
 class LaunchSection:
-    num_processes: int = config_field(1, help="training processes; > 1 relaunches through `accelerate launch`")
+    num_processes: int = config_field(1, help="training processes; > 1 relaunches through `accelerate launch`",
+                                      at_least=1)
     accelerate_config: Optional[str] = config_field(None, help="accelerate/DeepSpeed yaml (configs/deepspeed/); "
                                                                "setting it also relaunches")
-    num_machines: int = config_field(1, help="nodes (multi-node: see scripts/slurm_grpo.sh)")
-    machine_rank: int = config_field(0, help="this node's rank (multi-node)")
+    num_machines: int = config_field(1, help="nodes (multi-node: see scripts/slurm_grpo.sh)", at_least=1)
+    machine_rank: int = config_field(0, help="this node's rank (multi-node)", at_least=0)
     main_process_ip: Optional[str] = config_field(None, help="rank-0 node address (multi-node)")
     main_process_port: int = config_field(29512, help="rendezvous port")
 
@@ -154,10 +161,11 @@ class LaunchSection:
 class GRPORecipe:
     kind: str = config_field("grpo", help="recipe type")
     output_dir: str = config_field(help="run directory: checkpoints, logs, eval.csv, resolved configs")
-    max_steps: int = config_field(-1, help="optimizer steps (-1: num_train_epochs decides)")
+    max_steps: int = config_field(-1, help="optimizer steps (-1: num_train_epochs decides)", at_least=-1)
     resume: bool = config_field(False, help="continue from the newest checkpoint in output_dir")
     threads: int = config_field(0, help="torch CPU threads per process (0: torch's default). 1 for tiny models on "
-                                        "shared cores: more threads spin-wait and can be many times slower")
+                                        "shared cores: more threads spin-wait and can be many times slower",
+                                        at_least=0)
     model: ModelSection = config_field(ModelSection, help="policy model")
     data: DataSection = config_field(DataSection, help="train problems and prompt format")
     rewards: RewardSection = config_field(RewardSection, help="reward functions")

@@ -108,3 +108,21 @@ def test_every_shipped_recipe_validates_and_rejects_bad_keys(path):
 def test_the_recipe_table_names_every_schema_and_each_schema_its_kind():
     for kind in RECIPES:
         assert schema_for(kind).kind == kind
+
+
+@pytest.mark.parametrize("command", [
+    ["grpo", "configs/grpo/toy.yaml", "grpo.learning_rate=-1"],
+    ["grpo", "configs/grpo/toy.yaml", "grpo.num_generations=0"],
+    ["eval", "configs/eval/toy.yaml", "limit=-5"],
+    ["taskloss", "configs/taskloss/toy.yaml", "limit=0"],
+    ["sweep", "configs/sweep/toy.yaml", "sampling.num_samples=0"],
+])
+def test_bad_values_stop_before_anything_loads(command, capsys):
+    """Issue #23: values that used to fail after the model loaded (the optimizer's ValueError, a
+    ZeroDivisionError, lm-eval's ValueError) stop at the recipe, with one line naming the key."""
+    from moelab.cli import main
+
+    assert main(command) == 2
+    err = capsys.readouterr().err.strip()
+    key = command[-1].split("=")[0]
+    assert len(err.splitlines()) == 1 and f"'{key}'" in err and ("at least" in err or "greater than" in err), err
