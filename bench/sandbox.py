@@ -48,9 +48,8 @@ def main() -> None:
     for _ in range(args.repeats):
         for kind, (code, answer) in PROGRAMS.items():
             for mode in MODES:
-                os.environ["MOELAB_SANDBOX"] = mode
                 start = time.perf_counter()
-                result = run_code(code)
+                result = run_code(code, isolation=mode)
                 times[kind, mode].append(time.perf_counter() - start)
                 if result.answer != answer:
                     sys.exit(f"{kind} under {mode}: expected {answer}, got {result}")

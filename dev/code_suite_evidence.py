@@ -3,7 +3,7 @@ hostile completions through `moelab score --task code`, and the code suite throu
 
     .venv/bin/python dev/code_suite_evidence.py [--out docs/results/humaneval-code-checker] [--skip-eval]
 
-Writes `OUT.json` (counts, every mutant's verdict, the command, commit, date) and `OUT.md` (what
+Writes `<out>.json` (counts, every mutant's verdict, the command, commit, date) and `<out>.md` (what
 README.md and docs/study.md quote). Each set is a JSONL of `{task_id, prompt, completion, test,
 entry_point}` rows scored by the real command line in a fresh process:
 - canonical: the 164 canonical solutions (must pass);

@@ -3,8 +3,8 @@
     .venv/bin/python dev/sandbox_evidence.py [--out docs/results/sandbox-isolation]
 
 Runs `tests/test_sandbox_isolation.py`, `tests/test_rewards_hostile.py` and
-`tests/test_sandbox_programs.py` under pytest (junit XML), and writes `OUT.json` (every test's outcome,
-the command, commit, date, machine, bubblewrap version) and `OUT.md` (the table rewards/README.md
+`tests/test_sandbox_programs.py` under pytest (junit XML), and writes `<out>.json` (every test's outcome,
+the command, commit, date, machine, bubblewrap version) and `<out>.md` (the table rewards/README.md
 quotes): for each escape, whether its control did harm without a sandbox and whether it was contained
 under `bwrap`, `none` and `guard`; how many hostile programs were held and legitimate programs kept their
 answers per mode. Exit status 1 if any test failed.

@@ -348,9 +348,8 @@ def _aggregate(scored_path: Path, metrics_path: Path, cfg: Any) -> None:
 
 
 def _vote_weight(cfg: Any) -> str:
-    """The sweep's `score` column holds mean_logprob unless best_of_n_score=reward_model: `auto` maps it by
-    what it holds (exp for log-probabilities; reward-model scores as the data say, `resolve_vote_weight`:
-    as they are when non-negative, sigmoid when some are negative). metrics.csv names the choice."""
+    """`auto` by what the `score` column holds: exp for mean_logprob (unless best_of_n_score=reward_model);
+    reward-model scores as `resolve_vote_weight` decides from their signs (metrics.csv names the choice)."""
     if cfg.aggregate.vote_weight != "auto":
         return cfg.aggregate.vote_weight
     return "exp" if cfg.scoring.best_of_n_score == "mean_logprob" else "auto"

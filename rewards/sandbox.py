@@ -157,9 +157,9 @@ def requested_mode() -> str:
 def bwrap_problem() -> str | None:
     """Why bubblewrap cannot isolate programs here (None when it can): run once per process, by
     starting the interpreter inside it exactly as `run_code` will."""
-    if shutil.which("bwrap") is None:  # the lab's PATH; the child's PATH is only /usr/bin:/bin
+    if _bwrap_path() is None:
         return "bubblewrap (bwrap) is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
-    command = _bwrap_command(()) + [_interpreter(), "-I", "-S", "-c", "pass"]
+    command = [*_bwrap_command(()), _interpreter(), "-I", "-S", "-c", "pass"]
     try:
         done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               env=_child_env(), timeout=30)
@@ -194,16 +194,18 @@ def announce_isolation() -> str:
     if mode != "bwrap" and not _announced:
         _announced = True
         why = bwrap_problem() if requested_mode() == "auto" else f"{MODE_ENV}={mode}"
-        filtered = mode != "guard" and seccomp_available()
-        held_by = "the in-process guard and a seccomp filter" if filtered else "the in-process guard"
+        held_by = "the in-process guard and a seccomp filter" if seccomp_applies(mode) else "the in-process guard"
         logger.warning("moelab: model programs run without OS isolation (%s): they are contained only by %s; "
                        "see rewards/README.md, 'Sandbox'", why, held_by)
     return mode
 
 
-def seccomp_available() -> bool:
-    """Whether `sandbox_seccomp.py` has a system-call table for this machine (x86_64 Linux)."""
-    return sys.platform.startswith("linux") and os.uname().machine == "x86_64"
+def seccomp_applies(mode: str) -> bool:
+    """Whether programs run under the seccomp filter in `mode`: every mode but `guard`, where
+    `sandbox_seccomp.py` has a system-call table for the machine."""
+    from rewards.sandbox_seccomp import supported
+
+    return mode != "guard" and supported()
 
 
 def _interpreter() -> str:
@@ -232,10 +234,17 @@ def _library_dirs(libraries: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dirs)
 
 
-def _bwrap_command(libraries: tuple[str, ...]) -> list[str]:
+@functools.cache
+def _bwrap_path() -> str | None:
+    """bwrap's absolute path on the lab's PATH (the child's PATH is only /usr/bin:/bin)."""
+    return shutil.which("bwrap")
+
+
+@functools.cache
+def _bwrap_command(libraries: tuple[str, ...]) -> tuple[str, ...]:
     """bubblewrap's arguments, up to the command it runs."""
-    command = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-               "--hostname", "sandbox", "--ro-bind", "/usr", "/usr"]
+    command = [_bwrap_path() or "bwrap", "--unshare-all", "--die-with-parent", "--new-session",
+               "--cap-drop", "ALL", "--hostname", "sandbox", "--ro-bind", "/usr", "/usr"]
     for name in _SYSTEM_DIRS:
         path = "/" + name
         if os.path.islink(path):
@@ -258,7 +267,7 @@ def _bwrap_command(libraries: tuple[str, ...]) -> list[str]:
     command += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--chdir", "/tmp", "--clearenv"]
     for key, value in _child_env().items():
         command += ["--setenv", key, value]
-    return command
+    return tuple(command)
 
 
 def run_code(code: str, timeout_s: float = 3.0, memory_mb: int = 512, convention: str = "lab",
@@ -288,7 +297,7 @@ def run_code(code: str, timeout_s: float = 3.0, memory_mb: int = 512, convention
                                       *(module for library in libraries for module in LIBRARIES[library])]))
     if mode == "bwrap":
         workdir = None
-        command = _bwrap_command(libraries) + [_interpreter(), "-I", "-S", f"{_INSIDE}/{CHILD.name}", str(cpu_s),
+        command = [*_bwrap_command(libraries), _interpreter(), "-I", "-S", f"{_INSIDE}/{CHILD.name}", str(cpu_s),
                                                str(memory_mb), modules, _INSIDE_LIBRARIES if libraries else "",
                                                convention, "seccomp"]
     else:
@@ -298,7 +307,7 @@ def run_code(code: str, timeout_s: float = 3.0, memory_mb: int = 512, convention
                    "noseccomp" if mode == "guard" else "seccomp"]
     try:
         return _run(command, code, workdir, _deadline(timeout_s, list(libraries)), timeout_s, mode == "bwrap",
-                    filtered=mode != "guard" and seccomp_available())
+                    filtered=seccomp_applies(mode))
     finally:
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -417,10 +426,10 @@ def _reply(out: bytes) -> dict:
         reply = json.loads(lines[-1]) if lines else {}
     except ValueError:
         return {}
-    if not isinstance(reply, dict) or not all(isinstance(reply.get(key), (str, type(None))) and
-                                              len(reply.get(key) or "") <= MAX_ANSWER_CHARS for key in ("answer", "error")):
-        return {}
-    return reply
+    well_formed = isinstance(reply, dict) and all(
+        isinstance(reply.get(key), (str, type(None))) and len(reply.get(key) or "") <= MAX_ANSWER_CHARS
+        for key in ("answer", "error"))
+    return reply if well_formed else {}
 
 
 def _kill_namespace(info_fd: int) -> None:

@@ -112,10 +112,15 @@ def program() -> list[tuple[int, int, int, int]]:
     return instructions + [(_RET_K, 0, 0, _RET_ALLOW), (_RET_K, 0, 0, _RET_EPERM)]
 
 
+def supported() -> bool:
+    """Whether this file has a system-call table for this machine (x86_64 Linux)."""
+    return sys.platform.startswith("linux") and os.uname().machine == "x86_64"
+
+
 def install() -> bool:
     """Install the filter on this process (and everything it would start). False where there is no
     table for this machine or the kernel refuses; the caller reports which."""
-    if not sys.platform.startswith("linux") or os.uname().machine != "x86_64":
+    if not supported():
         return False
     instructions = program()
     filters = b"".join(struct.pack("<HBBI", *instruction) for instruction in instructions)

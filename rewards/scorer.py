@@ -68,6 +68,12 @@ def _bad_input(text: str | None, gold_readable: bool, gold_problem: str = "gold 
     return Verdict("error", 0.0, None, None, f"missing or malformed {'completion' if text is None else gold_problem}")
 
 
+def _program_failure(result: dict, otherwise: str) -> str:
+    """The verdict of a program that gave no usable answer: `timeout`, `error` for a crash or a sandbox that
+    cannot run (never a plain failure), else `otherwise` (`no_answer`; `wrong` for code tasks' tests)."""
+    return {"timeout": "timeout", "crashed": "error", "error": "error"}.get(str(result.get("status")), otherwise)
+
+
 def _verdict(status: str, pred: str | None, cluster: str | None, detail: object = "") -> Verdict:
     """A checker's result as a Verdict: an unknown status is `error`, the reward follows the status."""
     status = status if status in STATUSES else "error"
@@ -185,9 +191,8 @@ class Scorer:
                     if result.get("status") == "ok" and answer:
                         number = clean_number(answer) if task != "math" else None
                         preds[i] = (number or normalize_answer(answer), False)
-                    else:  # a crash (or a sandbox that cannot run) is an error, never a plain failure
-                        status = {"timeout": "timeout", "crashed": "error", "error": "error"}.get(
-                            str(result.get("status")), "no_answer")
+                    else:
+                        status = _program_failure(result, "no_answer")
                         verdicts[i] = Verdict(status, 0.0, None, None, "code: " + str(result.get("detail", "")))
 
         # 3. Decide plain numbers here; collect distinct pairs for math-verify.
@@ -297,7 +302,7 @@ class Scorer:
             status = str(result.get("status"))
             detail = "" if status == "ok" else "code: " + str(result.get("detail", ""))
             verdict = ("correct" if status == "ok" and result.get("answer") == "passed" else
-                       {"timeout": "timeout", "crashed": "error", "error": "error"}.get(status, "wrong"))
+                       _program_failure(result, "wrong"))
             for i in indices:
                 verdicts[i] = Verdict(verdict, 1.0 if verdict == "correct" else 0.0,
                                       "passed" if verdict == "correct" else None, None, detail)

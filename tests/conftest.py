@@ -65,7 +65,7 @@ def require_isolation(mode: str) -> None:
 def expected_isolation(mode: str) -> str:
     """What `CodeResult.isolation` reports under `mode` on this machine: the seccomp filter has a system-call
     table for x86_64 Linux only (rewards/sandbox_seccomp.py)."""
-    import sys
+    from rewards.sandbox import seccomp_applies
 
-    filtered = sys.platform.startswith("linux") and os.uname().machine == "x86_64" and mode != "guard"
-    return "+".join(name for name, on in (("bwrap", mode == "bwrap"), ("seccomp", filtered)) if on) or "none"
+    return "+".join(name for name, on in (("bwrap", mode == "bwrap"), ("seccomp", seccomp_applies(mode)))
+                    if on) or "none"
