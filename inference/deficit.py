@@ -1,6 +1,6 @@
 """The reasoning-deficit analysis: every instrument's output joined per model, the gap tests, deficit.csv.
 
-Reads only files earlier stages wrote (STYLE.md: data flows one way), each with a fixed schema:
+Reads only files earlier stages wrote (data flows one way: nothing here writes back), each with a fixed schema:
 - `results.csv` of `moelab eval` (issue #14): model,task,metric,filter,value,stderr,num_fewshot,
   num_examples,backend + index columns;
 - `taskloss.csv` of `moelab taskloss`: model,task,num_examples,bits_per_token,bits_per_byte,nll_nats,

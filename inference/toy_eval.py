@@ -26,8 +26,7 @@ from core.errors import UserError
 from core.files import atomic_write_csv
 from inference.backends import GenerationRequest, SamplingSettings, make_backend
 from tasks.prompts import STUDY_STOP_STRINGS, format_prompt
-
-MAX_NEW_TOKENS = 96  # the longest toy solution is ~60 tokens
+from tasks.toy import MAX_NEW_TOKENS
 
 TABLE_COLUMNS = ["member", "num_experts", "top_k", "total_params", "active_params", "final_train_loss",
                  "greedy_accuracy", "pass_at_1", "pass_at_8", "memorization_accuracy", "num_problems", "num_facts",

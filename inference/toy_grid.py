@@ -43,40 +43,21 @@ GRID_COLUMNS = ["regime", "num_train_problems", "num_experts", "top_k", "seed", 
                 "train_seconds", "measure_seconds"]
 SUMMARY_METRICS = ["train_loss", "reasoning_accuracy", "seen_problem_accuracy", "memorization_accuracy",
                    "reasoning_loss", "memorization_loss"]
-MAX_NEW_TOKENS = 96  # the longest toy solution is ~60 tokens (as inference.toy_eval)
 
 
 # ---------------------------------------------------------------------------------------------------- measuring
 
 
-def greedy_completions(model: Any, tokenizer: Any, prompts: list[str], batch_size: int = 128) -> list[str]:
-    """Greedy completions of `prompts` (batched, left-padded), cut at the study's stop strings."""
-    import torch
-
-    from inference.backends import truncate_at_stop
-    from tasks.prompts import STUDY_STOP_STRINGS
-
-    tokenizer.padding_side = "left"
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths pad least
-    texts: dict[int, str] = {}
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
-        inputs = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=True)
-        with torch.inference_mode():
-            out = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        new = out[:, inputs["input_ids"].shape[1]:]
-        for i, tokens in zip(batch, new):
-            texts[i] = truncate_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), STUDY_STOP_STRINGS)[0]
-    return [texts[i] for i in range(len(prompts))]
-
-
 def greedy_accuracy(model: Any, tokenizer: Any, rows: list[dict]) -> float:
     """Share of `rows` (load_problems rows) whose greedy completion the lab's checker judges correct."""
+    from inference.greedy import greedy_completions
     from inference.toy_eval import count_correct
-    from tasks.prompts import format_prompt
+    from tasks.prompts import STUDY_STOP_STRINGS, format_prompt
+    from tasks.toy import MAX_NEW_TOKENS
 
-    completions = greedy_completions(model, tokenizer, [format_prompt(r["question"]) for r in rows])
+    completions = greedy_completions(model, tokenizer, [format_prompt(r["question"]) for r in rows],
+                                     max_new_tokens=MAX_NEW_TOKENS, batch_size=128, add_special_tokens=True,
+                                     stop=STUDY_STOP_STRINGS, sort_by_length=True)
     return sum(count_correct(rows, [[text] for text in completions])) / len(rows)
 
 

@@ -135,9 +135,9 @@ def trained_models(cfg: Any, models: list[str], after_dir: Path) -> dict[str, st
 
 
 def run_grpo(cfg: Any, models: list[str], run_dir: Path) -> tuple[Path, dict[str, str]]:
-    """GRPO every model (a finished run with the same identity is reused: `moelab.demo.finished_grpo_run`),
+    """GRPO every model (a finished run with the same identity is reused: `moelab.members.finished_grpo_run`),
     then sweep the GRPO'd models with the same sweep recipe."""
-    from moelab.demo import member_grpo_recipe, train_or_reuse
+    from moelab.members import member_grpo_recipe, train_or_reuse
 
     trained = {m: train_or_reuse(member_grpo_recipe(cfg.grpo.recipe, list(cfg.grpo.overrides), m, run_dir))
                for m in models}

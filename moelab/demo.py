@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 from core.config import load_config, save_resolved_config
 from core.errors import UserError
 from moelab.demo_schema import DemoConfig
+from moelab.members import member_grpo_recipe, member_slug, train_or_reuse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,57 +46,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.strip("/")).strip("_")[-80:]
-
-
 def _stage(title: str, started: float) -> None:
     print(f"\n=== {title}  (elapsed {time.monotonic() - started:.0f} s)", flush=True)
-
-
-def finished_grpo_run(grpo_cfg: Any) -> dict | None:
-    """The summary of a GRPO run already finished from the same base weights and recipe, else None.
-
-    A run trained from other weights (a toy member retrained in place) or another recipe is moved
-    aside to `<output_dir>.stale-N`, not deleted, so the rerun starts clean and nothing is lost.
-    """
-    from rl.train import run_identity
-
-    out = Path(grpo_cfg.output_dir)
-    summary_path = out / "summary.json"
-    if not summary_path.is_file():
-        return None
-    summary = json.loads(summary_path.read_text())
-    if summary.get("identity") == run_identity(grpo_cfg):
-        return summary
-    n = 1
-    while out.with_name(f"{out.name}.stale-{n}").exists():
-        n += 1
-    stale = out.rename(out.with_name(f"{out.name}.stale-{n}"))
-    print(f"[demo] {out} was trained from other weights or another recipe: moved to {stale}; training again",
-          flush=True)
-    return None
-
-
-def member_grpo_recipe(recipe: str, overrides: list[str], member: str, run_dir: Path) -> Any:
-    """The GRPO recipe of one family member inside a job's `run_dir` (the demo's, the deficit's): its own
-    output folder `run_dir/grpo/<member>` and registered name `<member>-grpo-<run_dir name>`."""
-    from rl.schema import GRPORecipe
-
-    return load_config(recipe, [*overrides, f"model.name={member}", f"output_dir={run_dir / 'grpo' / _slug(member)}",
-                                f"checkpoints.register_name={_slug(member)}-grpo-{run_dir.name}"], schema=GRPORecipe)
-
-
-def train_or_reuse(grpo_cfg: Any) -> str:
-    """Train the recipe unless `finished_grpo_run` finds it done; the trained model's index name (or folder)."""
-    from rl.launch import run_recipe
-
-    summary = finished_grpo_run(grpo_cfg)
-    if summary is None:
-        if run_recipe(grpo_cfg) != 0:
-            raise UserError(f"GRPO of {grpo_cfg.model.name} failed; see {grpo_cfg.output_dir}")
-        summary = json.loads((Path(grpo_cfg.output_dir) / "summary.json").read_text())
-    return summary.get("registered") or summary["final_dir"]
 
 
 def run_deficit_stage(cfg: Any, run_dir: Path, models: list[str], trained: dict[str, str], before_dir: Path,
@@ -149,7 +100,7 @@ def run_demo(cfg: Any, quick: bool = False) -> Path:
             from rl.sft_control import run_sft_control
 
             _stage(f"2/5 SFT-on-gold control {i}/{len(models)}: {member}", started)
-            sft_dirs[member] = run_dir / "sft" / _slug(member)
+            sft_dirs[member] = run_dir / "sft" / member_slug(member)
             s = cfg.sft_control
             run_sft_control(grpo_cfgs[member], sft_dirs[member], steps=s.steps, learning_rate=s.learning_rate,
                             batch_size=s.batch_size, seed=s.seed, before_eval_from=grpo_cfgs[member].output_dir)

@@ -46,7 +46,7 @@ def _run_one(cfg_yaml: str, member: str, method: str, seed: int) -> tuple[str, s
     """One GRPO run or SFT control, in a worker process; returns where it wrote its summary."""
     from omegaconf import OmegaConf
 
-    from moelab.demo import member_grpo_recipe, train_or_reuse
+    from moelab.members import member_grpo_recipe, train_or_reuse
 
     cfg = OmegaConf.create(cfg_yaml)
     _own_rendezvous_port()

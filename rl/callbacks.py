@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 from transformers import TrainerCallback
 
+from inference.greedy import greedy_completions  # chat-rendered prompts: BOS is in the text
 from rl.moe_metrics import ExpertLoadMeter
 from rl.report import SAMPLES_FILE  # the file rl.report reads: one name for writer and reader
 
@@ -47,28 +47,6 @@ class ExpertLoadCallback(TrainerCallback):
         if state.is_world_process_zero:
             with self.path.open("a") as f:
                 f.write(json.dumps({"step": step, "fractions": fractions}) + "\n")
-
-
-def greedy_completions(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int,
-                       synced_gpus: bool = False) -> list[str]:
-    """Greedy continuations of `prompts` (already rendered text) with HF `generate`, batched, left-padded."""
-    was_training = model.training
-    model.eval()
-    tokenizer.padding_side = "left"
-    outputs: list[str] = []
-    try:
-        with torch.no_grad():
-            for start in range(0, len(prompts), batch_size):
-                batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
-                                  add_special_tokens=False).to(model.device)
-                generated = model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens,
-                                           pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                                           synced_gpus=synced_gpus, temperature=None, top_p=None, top_k=None)
-                new_tokens = generated[:, batch["input_ids"].shape[1]:]
-                outputs.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
-    finally:
-        model.train(was_training)
-    return outputs
 
 
 class GreedyEvalCallback(TrainerCallback):
@@ -109,8 +87,9 @@ class GreedyEvalCallback(TrainerCallback):
     def evaluate(self, model: Any, step: int, state: Any = None) -> dict[str, float]:
         results = {}
         for name, data in self.eval_sets.items():
-            texts = greedy_completions(model, self.tokenizer, data["prompts"], self.max_new_tokens, self.batch_size,
-                                       self.synced_gpus)
+            texts = greedy_completions(model, self.tokenizer, data["prompts"], max_new_tokens=self.max_new_tokens,
+                                       batch_size=self.batch_size, add_special_tokens=False,
+                                       synced_gpus=self.synced_gpus)
             completions = [data["wrap"](t) for t in texts]
             rewards = self.score(prompts=data["prompts"], completions=completions, **data["columns"])
             correct = [r is not None and r > 0.5 for r in rewards]

@@ -30,6 +30,7 @@ import random
 from core.errors import UserError
 
 SPLITS = ("train", "validation", "test")
+MAX_NEW_TOKENS = 96  # decoding budget for a toy solution: the longest is ~60 tokens
 _TEST_BUCKETS = 5  # one question in five belongs to the test split (first hash byte % 5 == 0)
 _VALIDATION_BUCKETS = 20  # one in twenty to validation (first hash byte % 20 == 1: never % 5 == 0)
 

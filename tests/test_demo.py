@@ -119,7 +119,7 @@ def test_a_grpo_run_is_reused_only_for_the_same_base_weights_and_recipe(tmp_path
     import json
     import shutil
 
-    from moelab.demo import finished_grpo_run
+    from moelab.members import finished_grpo_run
     from rl.schema import GRPORecipe
     from rl.train import run_identity
 
