@@ -8,11 +8,18 @@ the counts and each disagreement; likewise for the lab's probes (`tests/data/sco
 `--lab-root` scores with another checkout's `rewards` package
 (e.g. an older commit, to measure a change against the same cases). Not a speed benchmark: its last
 line is the agreement on the LaTeX cases.
+
+The file records its `provenance` (command, commit, date) and its `settings`: what makes the
+experiment (the scoring checkout, the antlr4 runtime and math-verify versions it ran with). A run with
+other settings refuses to replace a file that records different ones (the antlr4-4.11 run once
+replaced the main file this way, and two READMEs quoted numbers it no longer held): give it its
+own `--out`, e.g. `docs/results/math-verify-peer-agreement-antlr4.11.json`.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -28,8 +35,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "math-verify-peer-agreement.json")
     parser.add_argument("--lab-root", type=Path, default=ROOT, help="checkout whose rewards package scores")
     args = parser.parse_args()
+    from core.provenance import provenance, refuse_other_experiment  # this checkout's, before --lab-root's
+
     sys.path.insert(0, str(args.lab_root.resolve()))
     from rewards import Scorer
+
+    settings = experiment_settings(args.lab_root)
+    refuse_other_experiment(args.out, settings)
+    record = provenance()
 
     cases = [json.loads(line) for line in CASES.read_text().splitlines()]
     probes = [json.loads(line) for line in PROBES.read_text().splitlines()]
@@ -52,7 +65,8 @@ def main() -> None:
     wrong_latex = sum(d["line"] in set(latex) for d in disagreements)
     commit = subprocess.run(["git", "-C", str(args.lab_root), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
-    result = {"lab_commit": commit, "peer_commit": cases[0]["source_commit"], "cases": len(cases),
+    result = {"provenance": record, "settings": settings,
+              "lab_commit": commit, "peer_commit": cases[0]["source_commit"], "cases": len(cases),
               "agree": len(cases) - len(disagreements), "latex_cases": len(latex),
               "latex_agree": len(latex) - wrong_latex,
               "false_accepts": sum(d["lab"] == "correct" for d in disagreements),
@@ -67,5 +81,16 @@ def main() -> None:
     print(f"latex cases: {result['latex_agree']}/{len(latex)} agree")
 
 
+def experiment_settings(lab_root: Path) -> dict[str, str]:
+    """What makes this experiment, as opposed to the code it measures: the checkout scoring (this one,
+    or another named by `--lab-root`) and the versions of the libraries the verdicts depend on (the
+    workers inherit this process's environment, PYTHONPATH included, so they see the same antlr4)."""
+    lab = "." if lab_root.resolve() == ROOT else str(lab_root)
+    return {"lab_root": lab, "antlr4": importlib.metadata.version("antlr4-python3-runtime"),
+            "math_verify": importlib.metadata.version("math-verify")}
+
+
 if __name__ == "__main__":
-    main()
+    from core.errors import exit_status
+
+    sys.exit(exit_status(main))

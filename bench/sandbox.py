@@ -60,7 +60,10 @@ def main() -> None:
     if args.out:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(__file__).resolve().parents[1]).stdout.strip()
-        record = {"command": "python bench/sandbox.py " + " ".join(sys.argv[1:]), "commit": commit,
+        from core.provenance import provenance
+
+        record = {"provenance": provenance(), "command": "python bench/sandbox.py " + " ".join(sys.argv[1:]),
+                  "commit": commit,
                   "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                   "repeats": args.repeats, "median_ms": medians, "ratio": round(ratio, 2)}
         with args.out.open("a") as out:

@@ -279,8 +279,9 @@ def main() -> None:
     report(f"ratio: {ratios.get('d512', ratios.get('toy', float('nan'))):.2f}")
     if args.out:
         from core.files import atomic_write
+        from core.provenance import provenance_line
 
-        header = f"# .venv/bin/python bench/sweep.py {' '.join(sys.argv[1:])}  ({os.cpu_count()} CPUs)\n"
+        header = provenance_line() + "\n"
         atomic_write(args.out, lambda temp: temp.write_text(header + "\n".join(LINES) + "\n"))
 
 

@@ -81,7 +81,9 @@ def main() -> int:
     lines.append(f"ratio: {ratio:.2f}")
     print(lines[-1])
     if args.out:
-        Path(args.out).write_text("\n".join(lines) + "\n")
+        from core.provenance import provenance_line
+
+        Path(args.out).write_text("\n".join([provenance_line(), *lines]) + "\n")
     return 0
 
 

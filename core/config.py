@@ -4,7 +4,14 @@ Every job (sweep, grpo, demo, toy training, scoring) declares a dataclass schema
 help text (TRL's convention: the help text is the documentation). A recipe is a YAML file whose
 top-level `kind:` names the schema; `key=value` overrides use dotted paths. Everything is merged
 and validated *before* any heavy work starts, and every mistake becomes one `UserError` line that
-names the key, the file and what was expected, never a traceback.
+names the key, the file and what was expected, never a traceback: on a cluster a typo must not
+cost a queued job its allocation and model load. Three kinds of rule, each declared once:
+
+- a fixed set of choices is the field's type, `Literal[...]` (OmegaConf rejects any other value
+  with the key, the value and the choices);
+- a numeric range is `config_field(at_least=, above=, at_most=, below=)`, applied to the number, or to
+  every number of a list or of a mapping;
+- a rule between fields is the recipe class's `cross_check(cfg)`, called last.
 
     cfg = load_config("configs/sweep/toy.yaml", ["sampling.num_samples=64"], schema=SweepConfig)
     save_resolved_config(cfg, out_dir)          # every run writes config.yaml beside its outputs
@@ -21,24 +28,32 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from core.errors import UserError
 
-__all__ = ["MISSING", "config_field", "recipe_kind", "load_config", "save_resolved_config", "config_to_yaml",
-           "describe_fields"]
+__all__ = ["MISSING", "Dtype", "DtypeOrAuto", "config_field", "recipe_kind", "load_config", "save_resolved_config",
+           "config_to_yaml", "describe_fields"]
+
+
+# Weights dtypes as every recipe spells them (torch's names; the loaders' aliases such as `bf16` are not
+# recipe values, so a check like GRPO's "bfloat16 without master weights" cannot be side-stepped by spelling).
+Dtype = typing.Literal["float32", "bfloat16", "float16"]
+# ... and where a backend may choose: `auto` = the checkpoint's dtype on a GPU, float32 on a CPU.
+DtypeOrAuto = typing.Literal["auto", "float32", "bfloat16", "float16"]
 
 
 def config_field(default: Any = MISSING, help: str = "", *, must_exist: bool = False, at_least: float | None = None,
-                 above: float | None = None) -> Any:
-    """A dataclass field with help text. `must_exist=True` marks a path that must exist on disk; `at_least`
-    and `above` bound a number (checked by `load_config` with the recipe, before anything loads: a bad value
-    must not cost a queued cluster job its model load).
+                 above: float | None = None, at_most: float | None = None, below: float | None = None) -> Any:
+    """A dataclass field with help text. `must_exist=True` marks a path that must exist on disk; `at_least`,
+    `above`, `at_most` and `below` bound a number, or each number of a list or mapping (checked by
+    `load_config` with the recipe, before anything loads). `None` always passes a bound: it means "not set".
 
     Mutable defaults (lists, dicts, nested dataclasses) are wrapped in a default_factory.
     """
-    metadata = {"help": help, "must_exist": must_exist, "at_least": at_least, "above": above}
+    metadata = {"help": help, "must_exist": must_exist, "at_least": at_least, "above": above, "at_most": at_most,
+                "below": below}
     if isinstance(default, (list, dict)):
         value = default
         return dataclasses.field(default_factory=lambda: typing.cast(Any, type(value)(value)), metadata=metadata)
@@ -114,7 +129,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None, schema: ty
     """Merge schema defaults <- YAML recipe <- overrides; validate; return a typed DictConfig.
 
     Raises `UserError` (one line naming the key and the file) on a recipe of another `kind`, an
-    unknown key, a wrong type, a missing required value or a missing file marked `must_exist`.
+    unknown key, a wrong type, a value outside its `Literal` choices or its bounds, a missing required
+    value, a missing file marked `must_exist`, or a rule of the schema's `cross_check` broken.
     """
     overrides = list(overrides or [])
     source = str(path) if path is not None else "overrides"
@@ -143,26 +159,55 @@ def load_config(path: str | Path | None, overrides: list[str] | None, schema: ty
         raise UserError(f"{source}: key '{err.full_key}' is required but has no value "
                         f"(set it in the recipe or pass {err.full_key}=...)") from None
     _check_values(merged, schema, source, prefix="")
+    cross_check = getattr(schema, "cross_check", None)
+    if cross_check is not None:
+        try:
+            cross_check(merged)
+        except UserError as err:
+            raise UserError(f"{source}: {err}") from None
     return merged
 
 
 def _check_values(cfg: DictConfig, schema: type, source: str, prefix: str) -> None:
-    """Paths marked `must_exist` exist; numbers respect their `at_least` / `above` bounds (None passes)."""
+    """Paths marked `must_exist` exist; numbers respect their bounds; sections (and lists of them) recurse."""
     hints = typing.get_type_hints(schema)
     for f in dataclasses.fields(schema):
         value = cfg.get(f.name)
-        sub = hints.get(f.name)
+        sub = _strip_optional(hints.get(f.name))
         key = f"{prefix}{f.name}"
+        item = typing.get_args(sub)[0] if typing.get_origin(sub) is list and typing.get_args(sub) else None
         if dataclasses.is_dataclass(sub) and isinstance(value, DictConfig):
             _check_values(value, sub, source, prefix=f"{key}.")
+        elif dataclasses.is_dataclass(item) and isinstance(value, ListConfig):
+            for i, element in enumerate(value):
+                _check_values(element, item, source, prefix=f"{key}[{i}].")
         elif f.metadata.get("must_exist") and value not in (None, "") and not Path(str(value)).exists():
             raise UserError(f"{source}: key '{key}': file not found: {value}")
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            at_least, above = f.metadata.get("at_least"), f.metadata.get("above")
-            if at_least is not None and value < at_least:
-                raise UserError(f"{source}: key '{key}' must be at least {at_least:g}, got {value}")
-            if above is not None and value <= above:
-                raise UserError(f"{source}: key '{key}' must be greater than {above:g}, got {value}")
+        else:
+            _check_bounds(value, f.metadata, source, key)
+
+
+def _check_bounds(value: Any, bounds: Any, source: str, key: str) -> None:
+    """A number against the field's bounds; a list or mapping: each of its numbers, named by index or key."""
+    if isinstance(value, ListConfig):
+        for i, element in enumerate(value):
+            _check_bounds(element, bounds, source, f"{key}[{i}]")
+        return
+    if isinstance(value, DictConfig):
+        for name, element in value.items():
+            _check_bounds(element, bounds, source, f"{key}.{name}")
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    at_least, above, at_most, below = (bounds.get(b) for b in ("at_least", "above", "at_most", "below"))
+    if at_least is not None and value < at_least:
+        raise UserError(f"{source}: key '{key}' must be at least {at_least:g}, got {value}")
+    if above is not None and value <= above:
+        raise UserError(f"{source}: key '{key}' must be greater than {above:g}, got {value}")
+    if at_most is not None and value > at_most:
+        raise UserError(f"{source}: key '{key}' must be at most {at_most:g}, got {value}")
+    if below is not None and value >= below:
+        raise UserError(f"{source}: key '{key}' must be less than {below:g}, got {value}")
 
 
 def config_to_yaml(cfg: DictConfig) -> str:
@@ -187,5 +232,15 @@ def describe_fields(schema: type, prefix: str = "") -> list[tuple[str, str, str]
         if dataclasses.is_dataclass(hint):
             rows.extend(describe_fields(hint, prefix=f"{prefix}{f.name}."))
         else:
-            rows.append((f"{prefix}{f.name}", getattr(hint, "__name__", str(hint)), f.metadata.get("help", "")))
+            rows.append((f"{prefix}{f.name}", _type_name(hint), f.metadata.get("help", "")))
     return rows
+
+
+def _type_name(hint: Any) -> str:
+    """`int`, `a|b|c` for a Literal (the choices are the documentation), `list[a|b]`, `Optional[...]` as is."""
+    hint = _strip_optional(hint) if typing.get_origin(hint) is typing.Union else hint
+    if typing.get_origin(hint) is typing.Literal:
+        return "|".join(str(choice) for choice in typing.get_args(hint))
+    if typing.get_origin(hint) is list and typing.get_args(hint):
+        return f"list[{_type_name(typing.get_args(hint)[0])}]"
+    return getattr(hint, "__name__", str(hint))

@@ -22,14 +22,19 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f"{TEMP_PREFIX}{path.name}")
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], None], *, concurrent: bool = False) -> Path:
     """Call `write(temporary)` to produce the file, then move it to `path` durably; returns `path`.
 
     The temporary name is fixed per target, so one writer per target is the supported use: a
-    leftover from a killed run is simply overwritten by the next one.
+    leftover from a killed run is simply overwritten by the next one. `concurrent=True` is for files
+    that several processes may write at once with the same content (the tasks of a cluster array
+    starting together): each writes its own temporary (the process id in its name) and the last
+    rename wins.
     """
     path = Path(path)
     temp = temporary_path(path)
+    if concurrent:
+        temp = temp.with_name(f"{temp.name}.{os.getpid()}")
     try:
         write(temp)
         with open(temp, "rb") as handle:

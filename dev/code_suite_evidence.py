@@ -110,7 +110,10 @@ def main() -> None:
     args = parser.parse_args()
     problems = load()
     base = [{key: row[key] for key in ("task_id", "prompt", "test", "entry_point")} for row in problems]
-    record: dict = {"command": "python dev/code_suite_evidence.py " + " ".join(sys.argv[1:]), "date": time.strftime(
+    from core.provenance import provenance
+
+    record: dict = {"provenance": provenance(),
+                    "command": "python dev/code_suite_evidence.py " + " ".join(sys.argv[1:]), "date": time.strftime(
         "%Y-%m-%d"), "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                               cwd=REPO, check=False).stdout.strip(), "problems": len(problems)}
     with tempfile.TemporaryDirectory() as temp:

@@ -228,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
                  "calls": [{"num_fewshot": s, "tasks": t} for s, t in MATH_EVAL_CALLS],
                  "requests": {b: harness[b]["requests"] for b in harness}}
     REFERENCE.write_text(dumps_requests(reference))
+    from core.provenance import provenance
+
     summary: dict[str, Any] = {
+        "provenance": provenance(),
         "command": command, "harness_commit": HARNESS_COMMIT, "reference": str(REFERENCE.relative_to(REPO)),
         "reference_sha256": hashlib.sha256(REFERENCE.read_bytes()).hexdigest(),
         "harness_versions": reference["versions"], "lab_versions": versions(), "limit": args.limit,

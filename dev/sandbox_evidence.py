@@ -97,7 +97,10 @@ def main() -> None:
     version = subprocess.run([bwrap, "--version"], capture_output=True, text=True).stdout.strip() if bwrap else None
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=REPO).stdout.strip()
-    record = {"command": "python dev/sandbox_evidence.py " + " ".join(sys.argv[1:]), "commit": commit,
+    from core.provenance import provenance
+
+    record = {"provenance": provenance(), "command": "python dev/sandbox_evidence.py " + " ".join(sys.argv[1:]),
+              "commit": commit,
               "date": time.strftime("%Y-%m-%d"), "machine": f"{os.uname().machine}, {os.cpu_count()} cores",
               "bwrap": version, "summary": summary, "cases": cases}
     out = REPO / args.out

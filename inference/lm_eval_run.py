@@ -14,7 +14,9 @@ What it does differently, and why:
 - Tasks are loaded before the model, so a dataset that cannot be read fails at once, with one line
   naming the dataset and the local-file override (`data_files.<task>.<split>=FILE`).
 - A (model, task, settings) already evaluated is reused: each writes `tasks/<task>.json` with the
-  settings it ran under (weights fingerprint, task files, shots, limit, seed, backend) and its rows.
+  settings it ran under (weights fingerprint, task files, shots, limit, seed, backend) and its rows,
+  written atomically. So a cluster array (`--shard I/N`: `inference.shards`) fills one output_dir
+  model by model and the unsharded run afterwards evaluates nothing done and writes results.csv.
 - BOS as the study's harness, not as 0.4.13: `add_bos_token` is always passed (`backend.add_bos_token`, default
   false). At 1044db9 / 82a9936 the vLLM and HF models default to `add_bos_token=False` and encode contexts with
   `add_special_tokens=False`; 0.4.13 defaults to None, the tokenizer's own default, which for llm-jp-3 puts a BOS
@@ -131,8 +133,6 @@ def model_args(backend: dict[str, Any], source: str) -> dict[str, Any]:
 def task_spec(task_manager: Any, name: str, cfg: Any) -> str | dict[str, Any]:
     """What `TaskManager.load` gets for a task: its name, or its full config with the recipe's overrides
     (few-shot count, local data files) when it has any (an inline config replaces the registered one whole)."""
-    from omegaconf import OmegaConf
-
     overrides: dict[str, Any] = {}
     if name in cfg.num_fewshot:
         overrides["num_fewshot"] = int(cfg.num_fewshot[name])
@@ -278,10 +278,12 @@ def evaluate_model(cfg: Any, model: str, task_manager: Any, out_root: Path) -> l
     records: dict[str, dict] = {}
     for task in cfg.tasks:
         path = model_dir / "tasks" / f"{task}.json"
-        if path.is_file():
-            record = json.loads(path.read_text())
-            if record.get("key") == settings_key(settings[task]):
-                records[task] = record
+        try:
+            record = json.loads(path.read_text()) if path.is_file() else {}
+        except ValueError:  # not a file this lab wrote (it writes atomically): evaluate again
+            record = {}
+        if record.get("key") == settings_key(settings[task]):
+            records[task] = record
     pending = [t for t in cfg.tasks if t not in records]
     if pending:
         print(f"{info.name}: evaluating {', '.join(pending)}" +
@@ -319,13 +321,15 @@ def write_results_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     return atomic_write_csv(path, rows, RESULT_COLUMNS + INDEX_COLUMNS)
 
 
-def run_eval(cfg: Any) -> dict[str, Path]:
-    """The whole recipe: every model x task, then `<output_dir>/results.csv`."""
+def run_eval(cfg: Any, shard: tuple[int, int] | None = None) -> dict[str, Path]:
+    """The whole recipe: every model x task, then `<output_dir>/results.csv`. With `shard=(i, n)` only the
+    models of array task i of n (`inference.shards`), and no table: the unsharded run writes it."""
     import logging
 
     from lm_eval.tasks import TaskManager
 
     from core.config import save_resolved_config
+    from inference.shards import announce, shard_items
 
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     out_root = Path(cfg.output_dir)
@@ -333,8 +337,12 @@ def run_eval(cfg: Any) -> dict[str, Path]:
     tasks_dir = Path(cfg.tasks_dir) if cfg.tasks_dir else LAB_TASKS_DIR
     if not tasks_dir.is_dir():
         raise UserError(f"tasks_dir: folder not found: {tasks_dir}")
-    task_manager = TaskManager(include_path=str(tasks_dir))
+    models = shard_items(list(cfg.models), shard)
+    announce(shard, models, len(cfg.models))
+    task_manager = TaskManager(include_path=str(tasks_dir)) if models else None
     rows: list[dict[str, Any]] = []
-    for model in cfg.models:
+    for model in models:
         rows.extend(evaluate_model(cfg, model, task_manager, out_root))
+    if shard is not None:
+        return {"models": out_root}
     return {"results": write_results_csv(rows, out_root / "results.csv"), "models": out_root}

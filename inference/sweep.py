@@ -1,6 +1,6 @@
 """`moelab sweep`: models x datasets x temperatures x N samples -> store -> scores -> metrics -> plots.
 
-The stages only talk through files, in one direction (STYLE.md):
+The stages only talk through files, in one direction (a stage reads what the one before it wrote, never back):
 
     plan      every (model, dataset, setting, problem, sample index) with its prompt, seed and key
     generate  the planned samples missing from the store, chunk by chunk, one shard per chunk
@@ -24,11 +24,9 @@ from typing import Any, Callable, Sequence
 from core.errors import UserError
 from core.files import atomic_write
 
-from inference.backends import BACKEND_NAMES, GenerationBackend, GenerationRequest, SamplingSettings, make_backend
+from inference.backends import GenerationBackend, GenerationRequest, SamplingSettings, make_backend
+from inference.shards import Shard, announce, shard_items, sweep_work
 from inference.store import SampleStore, sample_key, sample_seed, text_hash
-
-STAGES = ["generate", "score", "aggregate", "plot"]
-BEST_OF_N_SCORES = ["mean_logprob", "reward_model"]
 
 
 @dataclass(frozen=True)
@@ -125,19 +123,6 @@ def plan_samples(model: str, revision: str | None, data: DatasetPrompts, setting
                 problem_id=str(problem["id"]), sample_idx=idx, prompt=prompt, prompt_template=data.template,
                 seed=seed, setting=setting))
     return planned
-
-
-def shard_of_plan(planned: Sequence[PlannedSample], shard: tuple[int, int] | None) -> list[PlannedSample]:
-    """The samples of every n-th problem (in plan order, from the i-th): shards are disjoint, cover the plan,
-    and keep all samples of a problem together, so each prompt is prefilled by one engine only. A pure
-    function of the recipe, like the plan: the shards' samples meet in the shared store and a later
-    unsharded run finds them all there."""
-    if shard is None:
-        return list(planned)
-    index, count = shard
-    ordinal: dict[tuple[str, str], int] = {}
-    return [p for p in planned
-            if ordinal.setdefault((p.dataset, p.problem_id), len(ordinal)) % count == index]
 
 
 # ---------------------------------------------------------------------------------------------------- generation
@@ -391,56 +376,6 @@ def _plot(metrics_path: Path, plots_dir: Path, cfg: Any) -> Path:
 # ------------------------------------------------------------------------------------------------------- the job
 
 
-def validate(cfg: Any) -> None:
-    """Checks that need no model, done before any heavy work."""
-    unknown = [s for s in cfg.stages if s not in STAGES]
-    if unknown:
-        raise UserError(f"stages: unknown stage(s) {unknown}; choose from {STAGES}")
-    if cfg.backend.type not in BACKEND_NAMES:
-        raise UserError(f"backend.type must be one of {', '.join(BACKEND_NAMES)}; got {cfg.backend.type!r}")
-    if cfg.sampling.num_samples < 1:
-        raise UserError(f"sampling.num_samples must be >= 1; got {cfg.sampling.num_samples}")
-    if any(t < 0 for t in cfg.sampling.temperatures):
-        raise UserError(f"sampling.temperatures must be >= 0; got {list(cfg.sampling.temperatures)}")
-    if not cfg.sampling.temperatures and not cfg.sampling.greedy:
-        raise UserError("sampling: set at least one temperature or greedy=true")
-    if cfg.backend.chunk_size < 1:
-        raise UserError(f"backend.chunk_size must be >= 1; got {cfg.backend.chunk_size}")
-    if cfg.backend.retries < 0 or cfg.backend.concurrency < 1:
-        raise UserError(f"backend.retries must be >= 0 and backend.concurrency >= 1; got {cfg.backend.retries} "
-                        f"and {cfg.backend.concurrency}")
-    if cfg.scoring.best_of_n_score not in BEST_OF_N_SCORES:
-        raise UserError(f"scoring.best_of_n_score must be one of {BEST_OF_N_SCORES}; "
-                        f"got {cfg.scoring.best_of_n_score!r}")
-    if cfg.scoring.best_of_n_score == "reward_model" and not cfg.scoring.reward_model:
-        raise UserError("scoring.best_of_n_score=reward_model needs scoring.reward_model=<dir or hub id>")
-    from rewards.rules import RULES
-    from tasks.prompts import PROMPT_STYLES, SHOT_MODES
-
-    if cfg.data.prompt not in PROMPT_STYLES:
-        raise UserError(f"data.prompt must be one of {', '.join(PROMPT_STYLES)}; got {cfg.data.prompt!r}")
-    if cfg.data.shots not in SHOT_MODES:
-        raise UserError(f"data.shots must be one of {', '.join(SHOT_MODES)}; got {cfg.data.shots!r}")
-
-    if cfg.scoring.rule not in RULES:
-        raise UserError(f"scoring.rule must be one of {', '.join(RULES)}; got {cfg.scoring.rule!r}")
-    from inference.aggregate import VOTE_WEIGHTS
-    from inference.reward_model import REWARD_MODEL_KINDS
-
-    if cfg.aggregate.vote_weight not in VOTE_WEIGHTS:
-        raise UserError(f"aggregate.vote_weight must be one of {', '.join(VOTE_WEIGHTS)}; got {cfg.aggregate.vote_weight!r}")
-    if cfg.scoring.reward_model_kind not in REWARD_MODEL_KINDS:
-        raise UserError(f"scoring.reward_model_kind must be one of {', '.join(REWARD_MODEL_KINDS)}; "
-                        f"got {cfg.scoring.reward_model_kind!r}")
-    if not cfg.models:
-        raise UserError("models: list at least one checkpoint")
-    for key, values in (("models", list(cfg.models)), ("data.datasets", list(cfg.data.datasets)),
-                        ("sampling.temperatures", list(cfg.sampling.temperatures))):
-        repeated = sorted({v for v in values if values.count(v) > 1})
-        if repeated:
-            raise UserError(f"{key}: {repeated} listed more than once")
-
-
 def model_store(root: Path, model: str, revision: str | None) -> SampleStore:
     """One store directory per model (readable name + hash of name and revision): a model's samples are read
     without scanning every other model's shards. Keys stay global, so directories may be merged freely."""
@@ -464,20 +399,20 @@ def _backend_factory(cfg: Any, model: str, source: str) -> Callable[[], Generati
     return build
 
 
-def run_sweep(cfg: Any, shard: tuple[int, int] | None = None) -> dict[str, Path]:
+def run_sweep(cfg: Any, shard: Shard | tuple[int, int] | None = None) -> dict[str, Path]:
     """Run the stages of a validated sweep recipe; returns the paths it wrote.
 
     Plans are rebuilt per model (cheap hashing) rather than held for all models at once: the study's
     grid is ~2.7M samples. All models generate before any is scored, so a GPU never waits on the CPU scorer.
-    `shard=(i, n)` (`moelab sweep --shard i/n`, one process per node or GPU) runs only the generate stage,
-    for every n-th problem (`shard_of_plan`); the run without a shard then scores what all shards stored.
+    `shard=(i, n)` (`moelab sweep --shard i/n`, one task of a cluster array) runs only the generate stage,
+    for its models or problems (`inference.shards.sweep_work`); the run without a shard then generates
+    nothing the shards stored and scores it all.
     """
     import pyarrow as pa
 
     from checkpoints_index.loading import model_source, weights_version
     from core.config import save_resolved_config
 
-    validate(cfg)
     out_dir = Path(cfg.output_dir) / cfg.run_name
     sources = {m: model_source(m, cfg.revision) for m in cfg.models}  # unknown names fail here, before any work
     # a model retrained in place gets new addresses, so it never reuses the old weights' samples
@@ -496,13 +431,16 @@ def run_sweep(cfg: Any, shard: tuple[int, int] | None = None) -> dict[str, Path]
         raise UserError(f"--shard splits the generate stage, which stages={list(cfg.stages)} does not run; "
                         f"score, aggregate and plot without --shard")
     if "generate" in cfg.stages:
-        for i, model in enumerate(cfg.models):
+        work = sweep_work(list(cfg.models), shard)
+        announce(shard, [model for model, _ in work], len(cfg.models))
+        for i, (model, problems) in enumerate(work):
             store = model_store(store_root, model, revisions[model])
             if shard is None:  # shards share the store: another shard's temporary is a write in flight
                 store.remove_temporaries()  # leftovers of a killed run (single writer per store)
-            generate_missing(store, shard_of_plan(plan(model), shard), _backend_factory(cfg, model, sources[model]),
-                             cfg.backend.chunk_size, revisions[model], desc=f"[{i + 1}/{len(cfg.models)}] {model}"
-                             + (f" shard {shard[0]}/{shard[1]}" if shard else ""))
+            mine = shard_items(plan(model), problems, key=lambda p: (p.dataset, p.problem_id))
+            generate_missing(store, mine, _backend_factory(cfg, model, sources[model]), cfg.backend.chunk_size,
+                             revisions[model], desc=f"[{i + 1}/{len(work)}] {model}"
+                             + (f" problems {problems}" if problems else ""))
         if shard is not None:
             return outputs
     scored_path = out_dir / "scored.parquet"

@@ -11,7 +11,9 @@ examples (taskloss-eval's AVG row).
 What it adds: an HF backend (one batched forward pass, left-padded with explicit positions, logits
 kept only for the answer positions) that agrees with vLLM to ~1e-4 bits/token in fp32; the
 token-weighted mean (total NLL over total answer tokens) beside the per-example mean; chunked,
-resumable output (`examples.jsonl`, one line per example, appended per chunk); and a clear error
+resumable output (`examples.jsonl`, one line per example, appended per chunk and fsynced; a line cut by a
+kill is dropped on reading, so a cluster array's task, `--shard I/N` in `inference.shards`, leaves each
+model done or resumable and the unsharded run afterwards scores nothing done); and a clear error
 where taskloss-eval would divide by zero (an answer that adds no token) or vLLM would refuse a
 prompt longer than the context. Prefix caching is off: prompt log-probabilities are computed for
 every position only when no prefix is served from the cache.
@@ -290,13 +292,19 @@ def write_taskloss_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     return atomic_write_csv(path, rows, TASKLOSS_COLUMNS)
 
 
-def run_taskloss(cfg: Any) -> dict[str, Path]:
-    """Every model on the recipe's set; `<output_dir>/taskloss.csv` (one row per model)."""
+def run_taskloss(cfg: Any, shard: tuple[int, int] | None = None) -> dict[str, Path]:
+    """Every model on the recipe's set; `<output_dir>/taskloss.csv` (one row per model). With `shard=(i, n)`
+    only the models of array task i of n (`inference.shards`), and no table: the unsharded run writes it."""
     from core.config import save_resolved_config
+    from inference.shards import announce, shard_items
     from tasks.taskloss_sets import load_taskloss_set
 
     out_root = Path(cfg.output_dir)
     save_resolved_config(cfg, out_root)
     task, examples = load_taskloss_set(cfg.dataset, cfg.num_shots, cfg.shots_seed, dict(cfg.data_files) or None)
-    rows = [score_model(cfg, model, task, examples, out_root) for model in cfg.models]
+    models = shard_items(list(cfg.models), shard)
+    announce(shard, models, len(cfg.models))
+    rows = [score_model(cfg, model, task, examples, out_root) for model in models]
+    if shard is not None:
+        return {"examples": out_root}
     return {"taskloss": write_taskloss_csv(rows, out_root / "taskloss.csv"), "examples": out_root}

@@ -7,16 +7,19 @@ Defaults are taskloss-eval's (`taskloss_eval/task_loss.py`): vLLM `generate` on 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
-from core.config import MISSING, config_field
+from core.config import MISSING, DtypeOrAuto, config_field
+from core.errors import UserError
 
 
 @dataclass
 class TasklossBackendConfig:
-    type: str = config_field("vllm", "vllm (prompt_logprobs, as taskloss-eval) or hf (batched forward pass)")
-    dtype: str = config_field("auto", "weights dtype (auto, float32, bfloat16); auto = the checkpoint's on a GPU, "
-                                      "float32 on a CPU")
+    type: Literal["vllm", "hf"] = config_field(
+        "vllm", "vllm (prompt_logprobs, as taskloss-eval) or hf (batched forward pass)")
+    dtype: DtypeOrAuto = config_field(
+        "auto", "weights dtype (auto, float32, bfloat16); auto = the checkpoint's on a GPU, "
+        "float32 on a CPU")
     batch_size: int = config_field(8, "hf: examples per forward pass (sorted by length, left-padded)", at_least=1)
     tensor_parallel_size: int = config_field(1, "vLLM tensor parallel GPUs (taskloss-eval's --tp)", at_least=1)
     max_model_len: Optional[int] = config_field(None, "vLLM context limit; null = the model's", at_least=1)
@@ -36,9 +39,15 @@ class TasklossConfig:
     num_shots: Optional[int] = config_field(None, "demonstrations per prompt for a named set; null = its default "
                                                   "(4 for gsm8k-4shot and triviaqa-4shot, 0 for toy and toy_facts)",
                                                   at_least=0)
-    shots_seed: int = config_field(42, "seed of the demonstration draws (the study's --seed 42)")
+    shots_seed: int = config_field(42, "seed of the demonstration draws (the study's --seed 42)", at_least=0)
     data_files: dict[str, str] = config_field({}, "triviaqa-4shot offline: data_files.train=FILE "
                                                   "data_files.validation=FILE (question, answer.aliases)")
     chunk_size: int = config_field(256, "examples scored and appended to examples.jsonl at a time (a kill loses one)",
                                    at_least=1)
     backend: TasklossBackendConfig = config_field(TasklossBackendConfig, "scoring backend")
+
+    @staticmethod
+    def cross_check(cfg: Any) -> None:
+        """A run with no model would write an empty table and report success."""
+        if not cfg.models:
+            raise UserError("models: list at least one")

@@ -24,6 +24,7 @@ from typing import Any
 
 from core.errors import UserError
 from core.files import atomic_write_csv
+from core.provenance import write_sidecar
 from inference.backends import GenerationRequest, SamplingSettings, make_backend
 from tasks.prompts import STUDY_STOP_STRINGS, format_prompt
 from tasks.toy import MAX_NEW_TOKENS
@@ -168,4 +169,5 @@ def evaluate_family(model_dirs: list[Path], out_dir: str | Path, *, num_problems
     out.mkdir(parents=True, exist_ok=True)
     (out / "toy_eval.md").write_text(markdown_table(rows))
     atomic_write_csv(out / "toy_eval.csv", rows, TABLE_COLUMNS)
+    write_sidecar(out / "toy_eval.csv")  # command, commit, date; each member's seconds are in the table
     return rows

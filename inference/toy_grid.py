@@ -36,6 +36,7 @@ from typing import Any
 
 from core.errors import UserError
 from core.files import atomic_write_csv
+from core.provenance import write_sidecar
 
 GRID_COLUMNS = ["regime", "num_train_problems", "num_experts", "top_k", "seed", "member", "total_params",
                 "active_params", "tokens_seen", "train_loss", "reasoning_accuracy", "seen_problem_accuracy",
@@ -195,7 +196,11 @@ def run_grid(grid: Any) -> dict[str, Path]:
                       f"loss {row['train_loss']:.3f}, reasoning {row['reasoning_accuracy']:.3f}, seen "
                       f"{row['seen_problem_accuracy']:.3f}, memorization {row['memorization_accuracy']:.3f} "
                       f"({time.time() - start:.0f} s)", flush=True)
-    return write_grid_outputs([rows[c] for c in cells], Path(grid.results))
+    paths = write_grid_outputs([rows[c] for c in cells], Path(grid.results))
+    # the job's own timing, beside its table: this invocation's wall time and how much of the grid it trained
+    paths["provenance"] = write_sidecar(grid.results, seconds=round(time.time() - start), workers=grid.workers,
+                                        members=len(cells), trained_this_run=len(todo))
+    return paths
 
 
 def grid_hidden(grid: Any) -> int:

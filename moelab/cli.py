@@ -33,6 +33,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("moelab.demo", "the main job: sweep, GRPO and sweep again over a model family, with a report"),
     "posttrain": ("moelab.posttrain", "GRPO beside its SFT-on-gold control, per member over seeds, with paired CIs"),
     "push": ("moelab.push_cli", "upload a sweep (dataset) or a finished GRPO run (model + card) to the hub"),
+    "rehearse": ("moelab.rehearse", "dry run of a recipe on random-init stand-ins, cut to a few steps; sizes the real run"),
     "deficit": ("moelab.deficit", "the reasoning deficit: accuracy vs task loss and TPP, and whether TTC or GRPO "
                                   "closes the gap"),
 }

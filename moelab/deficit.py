@@ -10,6 +10,8 @@ Stages, each reading only what the previous ones wrote, each reusing a finished 
   2. eval        few-shot accuracy (`moelab eval` recipe -> results.csv), or a results.csv given
   3. taskloss    task losses (`moelab taskloss` recipe -> taskloss.csv), or a taskloss.csv given
   4. sweep       TTC sweep (`moelab sweep` recipe -> <run>/sweep/before/), or a sweep directory given
+                 (stages 2-4 also take the output folder of a run made elsewhere, e.g. by a cluster array
+                 and its collect step: scripts/slurm_array.sh)
   5. grpo        optional: GRPO every model, then the same sweep on the GRPO'd models (-> sweep/after/),
                  or the after-GRPO sweep directory of a run already made (a demo's `after/`)
   6. analysis    deficit.csv, the six figures (figures/), report.md (`inference.deficit*`)
@@ -93,7 +95,7 @@ def _instrument(kind: str, job: Any, models: list[str], out: Path) -> Path | Non
         path = Path(job.output)
         if not path.exists():
             raise UserError(f"{kind}.output: {path} does not exist")
-        return path
+        return _collected(kind, path) if path.is_dir() else path
     if not job.recipe:
         return None
     overrides = [*job.overrides, f"models={json.dumps(models)}", f"output_dir={out}"]
@@ -105,6 +107,16 @@ def _instrument(kind: str, job: Any, models: list[str], out: Path) -> Path | Non
         return _concatenate_csv(parts, out / "taskloss.csv")
     run_dir = run_job(kind, job.recipe, overrides)
     return run_dir if kind == "sweep" else run_dir / RUNNERS[kind][1]
+
+
+def _collected(kind: str, folder: Path) -> Path:
+    """A run's folder given as an instrument's output: the eval/taskloss output_dir (its table) or the sweep run
+    directory, as the unsharded run leaves it. A cluster array's tasks (`--shard`) write no table: say so."""
+    table = folder / ("metrics.csv" if kind == "sweep" else RUNNERS[kind][1])
+    if not table.is_file():
+        raise UserError(f"{kind}.output: {folder} has no {table.name}; if a cluster array (--shard I/N) wrote it, "
+                        f"run the same `moelab {kind}` command once without --shard to collect it")
+    return folder if kind == "sweep" else table
 
 
 def _concatenate_csv(parts: list[Path], path: Path) -> Path:

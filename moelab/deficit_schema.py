@@ -8,17 +8,19 @@ precomputed path wins, so a recipe can point at a demo's sweeps and still run th
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Literal, Optional
 
 from core.config import config_field
+from inference.estimators import STRATEGIES
 
 
 @dataclass
 class ModelSelection:
-    d_model: list[int] = config_field([], "index filter: hidden sizes (empty: any)")
-    experts: list[int] = config_field([], "index filter: numbers of experts (empty: any)")
-    top_k: list[int] = config_field([], "index filter: top-k values (empty: any)")
+    d_model: list[int] = config_field([], "index filter: hidden sizes (empty: any)", at_least=1)
+    experts: list[int] = config_field([], "index filter: numbers of experts (empty: any)", at_least=1)
+    top_k: list[int] = config_field([], "index filter: top-k values (empty: any)", at_least=1)
     domain: list[str] = config_field([], "index filter: domains, e.g. math, toy (empty: any)")
 
 
@@ -29,8 +31,8 @@ class SubJob:
     overrides: list[str] = config_field([], "key=value overrides of that recipe (models and output_dir are set "
                                             "by the deficit job)")
     output: Optional[str] = config_field(None, "output of a run already made, read instead of running: results.csv "
-                                               "(eval), taskloss.csv (taskloss), a sweep run directory with "
-                                               "scored.parquet and metrics.csv (sweep)")
+                                               "(eval), taskloss.csv (taskloss), or that run's output_dir; a sweep "
+                                               "run directory with scored.parquet and metrics.csv (sweep)")
 
 
 @dataclass
@@ -61,14 +63,18 @@ class TaskPair:
 
 @dataclass
 class Analysis:
-    strategy: str = config_field("majority", "TTC strategy whose gap is tested at k=1 and k=N (figure d's lines)")
-    budgets: Optional[list[int]] = config_field(None, "sample budgets drawn in figure d (null: powers of 2 up to N)")
+    strategy: Literal[STRATEGIES] = config_field(
+        "majority", "TTC strategy whose gap is tested at k=1 and k=N (figure d's lines)")
+    budgets: Optional[list[int]] = config_field(None, "sample budgets drawn in figure d (null: powers of 2 up to N)",
+                                                at_least=1)
     bootstrap: int = config_field(2000, "bootstrap resamples over problems for every CI", at_least=0)
-    seed: int = config_field(0, "bootstrap seed")
-    level: float = config_field(0.95, "confidence level of every interval", above=0)
+    seed: int = config_field(0, "bootstrap seed", at_least=0)
+    level: float = config_field(0.95, "confidence level of every interval", above=0, below=1)
     pairs: list[list[str]] = config_field([], "extra model pairs [a, b] to test (a: the one expected better)")
-    tpp_reference: float = config_field(20.0, "TPP of the reference line in figure c (the study's optimum ~20)")
-    loss_column: str = config_field("bits_per_token", "taskloss.csv column used as task loss")
+    tpp_reference: float = config_field(20.0, "TPP of the reference line in figure c (the study's optimum ~20)",
+                                        above=0)
+    loss_column: Literal["bits_per_token", "bits_per_byte", "bits_per_token_weighted"] = config_field(
+        "bits_per_token", "taskloss.csv column used as task loss")
 
 
 @dataclass
@@ -85,3 +91,21 @@ class DeficitConfig:
     reasoning: TaskPair = config_field(TaskPair, "the reasoning task: accuracy and task loss")
     memorization: TaskPair = config_field(TaskPair, "the memorization task: accuracy and task loss")
     analysis: Analysis = config_field(Analysis, "gap tests, intervals and figures")
+
+    @staticmethod
+    def cross_check(cfg: Any) -> None:
+        """Every sub-recipe the run will load, loaded now (`moelab.recipes.check_sub_recipe`): the eval sub-job
+        must not run for hours before a bad taskloss override is found."""
+        from moelab.recipes import check_sub_recipe
+
+        stand_ins = [f"models={json.dumps(list(cfg.models) or ['recipe-check'])}", "output_dir=recipe-check"]
+        for kind in ("eval", "taskloss", "sweep"):
+            job = cfg[kind]
+            if job.recipe and not job.output:
+                datasets = list(job.get("datasets") or [None])
+                for dataset in datasets:
+                    chosen = [f"dataset={dataset}"] if dataset else []
+                    check_sub_recipe(f"{kind}.recipe", kind, job.recipe, [*job.overrides, *stand_ins, *chosen])
+        if cfg.grpo.recipe and not cfg.grpo.after_sweep:
+            check_sub_recipe("grpo.recipe", "grpo", cfg.grpo.recipe,
+                             [*cfg.grpo.overrides, "model.name=recipe-check", "output_dir=recipe-check"])

@@ -16,6 +16,8 @@ records the same base weights and recipe, else it is moved aside to `<dir>.stale
      figures; with `deficit_recipe`, its eval and taskloss sub-jobs run on the members) -> <run>/deficit/
   5. plots and report.md                               -> <run>/plots/, <run>/report.md
 
+and `<run>/timing.json`: each stage's start and the whole run's seconds, with the command and commit.
+
 The report quotes numbers straight from the metrics CSVs (a test re-derives them).
 """
 
@@ -46,8 +48,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stage(title: str, started: float) -> None:
-    print(f"\n=== {title}  (elapsed {time.monotonic() - started:.0f} s)", flush=True)
+class StageClock:
+    """Prints each stage's start and keeps it, so the demo writes its own `timing.json` (the README's
+    timing figures come from that file, with its command, commit and date, not from a terminal copy)."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.stages: list[dict[str, Any]] = []
+
+    def __call__(self, title: str) -> None:
+        elapsed = round(time.monotonic() - self.started)
+        self.stages.append({"stage": title, "elapsed_s": elapsed})
+        print(f"\n=== {title}  (elapsed {elapsed} s)", flush=True)
+
+    def write(self, path: Path, **extra: Any) -> Path:
+        from core.provenance import provenance
+
+        seconds = round(time.monotonic() - self.started)
+        path.write_text(json.dumps({"provenance": provenance(), **extra, "seconds": seconds, "stages": self.stages},
+                                   indent=1) + "\n")
+        return path
 
 
 def run_deficit_stage(cfg: Any, run_dir: Path, models: list[str], trained: dict[str, str], before_dir: Path,
@@ -69,7 +89,7 @@ def run_demo(cfg: Any, quick: bool = False) -> Path:
     from inference.sweep import run_sweep
     from inference.sweep_schema import SweepConfig
 
-    started = time.monotonic()
+    stage = StageClock()
     run_dir = Path(cfg.output_dir) / (f"{cfg.run_name}-quick" if quick else cfg.run_name)
     save_resolved_config(cfg, run_dir)
     models = list(cfg.quick.models) if quick and cfg.quick.models else list(cfg.models)
@@ -88,35 +108,36 @@ def run_demo(cfg: Any, quick: bool = False) -> Path:
     grpo_cfgs = {m: member_grpo_recipe(cfg.grpo_recipes.get(m, cfg.grpo_recipe), grpo_overrides, m, run_dir)
                  for m in models}
 
-    _stage(f"1/5 sweep before GRPO: {len(models)} members", started)
+    stage(f"1/5 sweep before GRPO: {len(models)} members")
     before = sweep("before", models)
 
     trained: dict[str, str] = {}
     sft_dirs: dict[str, Path] = {}
     for i, member in enumerate(models, 1):
-        _stage(f"2/5 GRPO {i}/{len(models)}: {member}", started)
+        stage(f"2/5 GRPO {i}/{len(models)}: {member}")
         trained[member] = train_or_reuse(grpo_cfgs[member])
         if cfg.sft_control.enabled:
             from rl.sft_control import run_sft_control
 
-            _stage(f"2/5 SFT-on-gold control {i}/{len(models)}: {member}", started)
+            stage(f"2/5 SFT-on-gold control {i}/{len(models)}: {member}")
             sft_dirs[member] = run_dir / "sft" / member_slug(member)
             s = cfg.sft_control
             run_sft_control(grpo_cfgs[member], sft_dirs[member], steps=s.steps, learning_rate=s.learning_rate,
                             batch_size=s.batch_size, seed=s.seed, before_eval_from=grpo_cfgs[member].output_dir)
 
-    _stage("3/5 sweep after GRPO", started)
+    stage("3/5 sweep after GRPO")
     after = sweep("after", [trained[m] for m in models])
 
-    _stage("4/5 deficit analysis", started)
+    stage("4/5 deficit analysis")
     deficit_dir = run_deficit_stage(cfg, run_dir, models, trained, before.parent, after.parent, quick)
 
-    _stage("5/5 plots and report", started)
+    stage("5/5 plots and report")
     from moelab.demo_report import write_report
 
     report = write_report(run_dir, models, trained, before, after, cfg,
                           grpo_dirs={m: Path(c.output_dir) for m, c in grpo_cfgs.items()}, deficit_dir=deficit_dir,
                           sft_dirs=sft_dirs)
-    print(f"demo finished in {time.monotonic() - started:.0f} s", flush=True)
+    timing = stage.write(run_dir / "timing.json", quick=quick)
+    print(f"demo finished in {json.loads(timing.read_text())['seconds']} s (stage times: {timing})", flush=True)
     return report
 

@@ -8,10 +8,12 @@ pipeline on less work, never a different code path.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Literal, Optional
 
 from core.config import MISSING, config_field
+from inference.estimators import STRATEGIES
 
 
 @dataclass
@@ -27,10 +29,10 @@ class SFTControlSettings:
     """`rl.sft_control`: the same member, problems and greedy eval as its GRPO run, trained on gold solutions."""
 
     enabled: bool = config_field(True, "run the SFT-on-gold control beside every member's GRPO run")
-    steps: int = config_field(10, "optimizer steps")
-    learning_rate: float = config_field(1e-4, "constant AdamW learning rate (GRPO's toy peak LR)")
-    batch_size: int = config_field(64, "gold solutions per step")
-    seed: int = config_field(0, "data order seed")
+    steps: int = config_field(10, "optimizer steps", at_least=1)
+    learning_rate: float = config_field(1e-4, "constant AdamW learning rate (GRPO's toy peak LR)", above=0)
+    batch_size: int = config_field(64, "gold solutions per step", at_least=1)
+    seed: int = config_field(0, "data order seed", at_least=0)
 
 
 @dataclass
@@ -50,6 +52,31 @@ class DemoConfig:
               "the members; null = the analysis of the sweeps alone", must_exist=True)
     deficit_overrides: list[str] = config_field([], "key=value overrides of the deficit recipe")
     sft_control: SFTControlSettings = config_field(SFTControlSettings, "the SFT-on-gold control reported beside GRPO")
-    budgets: list[int] = config_field([1, 4, 32], "sample budgets k drawn as lines in the cross-model plot")
-    strategies: list[str] = config_field(["pass", "majority", "best_of_n"], "strategies in per-member plots")
+    budgets: list[int] = config_field([1, 4, 32], "sample budgets k drawn as lines in the cross-model plot",
+                                      at_least=1)
+    strategies: list[Literal[STRATEGIES]] = config_field(
+        ["pass", "majority", "best_of_n"], "strategies in per-member plots")
     quick: QuickOverrides = config_field(QuickOverrides, "what `moelab demo --quick` changes")
+
+    @staticmethod
+    def cross_check(cfg: Any) -> None:
+        """The sweep, GRPO and deficit sub-recipes loaded now, with and without the --quick overrides, with
+        stand-ins for what the demo sets (`moelab.recipes.check_sub_recipe`): the deficit stage comes last,
+        and a bad value in its overrides must not wait for the sweeps and GRPO runs before it."""
+        from moelab.recipes import check_sub_recipe
+
+        models = [f"models={json.dumps(list(cfg.models))}", "output_dir=recipe-check"]
+        for quick in (False, True):
+            extra = cfg.quick if quick else QuickOverrides()
+            under = " with quick.*_overrides (--quick)" if quick else ""
+            check_sub_recipe(f"sweep_recipe{under}", "sweep", cfg.sweep_recipe,
+                             [*cfg.sweep_overrides, *extra.sweep_overrides, *models])
+            for key, recipe in [("grpo_recipe", cfg.grpo_recipe),
+                                *((f"grpo_recipes.{m}", r) for m, r in cfg.grpo_recipes.items())]:
+                check_sub_recipe(f"{key}{under}", "grpo", recipe,
+                                 [*cfg.grpo_overrides, *extra.grpo_overrides, "model.name=recipe-check",
+                                  "output_dir=recipe-check"])
+            if cfg.deficit_recipe:
+                check_sub_recipe(f"deficit_recipe{under}", "deficit", cfg.deficit_recipe,
+                                 [*cfg.deficit_overrides, *extra.deficit_overrides, *models, "sweep.recipe=null",
+                                  "grpo.recipe=null"])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 from core.config import load_config, save_resolved_config
 from core.errors import UserError
 from core.files import atomic_write_csv
+from core.provenance import write_sidecar
 from moelab.posttrain_schema import PosttrainConfig
 
 COLUMNS = ["member", "method", "seed", "dataset", "num_problems", "before", "after", "change", "ci_low", "ci_high",
@@ -114,6 +116,7 @@ def run_posttrain(cfg: Any) -> Path:
     save_resolved_config(cfg, Path(cfg.output_dir) / cfg.run_name)
     jobs = [(m, method, s) for m in cfg.models for s in cfg.seeds for method in methods]
     cfg_yaml = OmegaConf.to_yaml(cfg)
+    start = time.time()
     done: dict[tuple, Path] = {}
     with ProcessPoolExecutor(max_workers=max(1, cfg.workers), mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(_run_one, cfg_yaml, *job) for job in jobs]
@@ -138,6 +141,8 @@ def run_posttrain(cfg: Any) -> Path:
             for dataset, runs in per_seed.items():
                 rows.append(pooled_row(member, method, dataset, runs, dirs))
     path = atomic_write_csv(cfg.results, rows, COLUMNS)
+    # the job's own timing beside its table (command, commit, date, seconds)
+    write_sidecar(path, seconds=round(time.time() - start), workers=cfg.workers, runs=len(jobs))
     for row in rows:
         if row["seed"] == "pooled":
             print(f"{row['member']} {row['method']}: {100 * row['before']:.1f} -> {100 * row['after']:.1f}, change "

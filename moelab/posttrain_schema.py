@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from core.config import MISSING, config_field
+from core.errors import UserError
 from moelab.demo_schema import SFTControlSettings
 
 
@@ -15,10 +17,25 @@ class PosttrainConfig:
     output_dir: str = config_field("outputs/posttrain", "parent directory of runs")
     models: list[str] = config_field(MISSING, "members: checkpoint index names, hub ids or local directories")
     seeds: list[int] = config_field([0, 1, 2], "training seeds of every GRPO run and SFT control (>= 3 for a CI "
-                                               "over seeds)")
+                                               "over seeds)", at_least=0)
     grpo_recipe: str = config_field(MISSING, "GRPO recipe run on every member and seed", must_exist=True)
     grpo_overrides: list[str] = config_field([], "key=value overrides of the GRPO recipe (its eval.split is where "
                                                  "the change is measured)")
     sft_control: SFTControlSettings = config_field(SFTControlSettings, "the control run beside every GRPO run")
-    workers: int = config_field(2, "runs at once, each in its own process (the toy runs use one thread each)")
+    workers: int = config_field(2, "runs at once, each in its own process (the toy runs use one thread each)",
+                                at_least=1)
     results: str = config_field("outputs/posttrain/toy/posttrain.csv", "the table of per-seed and pooled changes")
+
+    @staticmethod
+    def cross_check(cfg: Any) -> None:
+        """Members and seeds listed once each, and the GRPO recipe loaded now with its overrides."""
+        from moelab.recipes import check_sub_recipe
+
+        for key in ("models", "seeds"):
+            values = list(cfg[key])
+            if not values:
+                raise UserError(f"{key}: list at least one")
+            if len(set(values)) < len(values):
+                raise UserError(f"{key}: {sorted({v for v in values if values.count(v) > 1})} listed more than once")
+        check_sub_recipe("grpo_recipe", "grpo", cfg.grpo_recipe,
+                         [*cfg.grpo_overrides, "model.name=recipe-check", "output_dir=recipe-check"])

@@ -40,3 +40,16 @@ def schema_for(kind: object, source: str = "recipe") -> type:
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> DictConfig:
     """Load a recipe of any kind: its `kind:` (or a `kind=` override) picks the schema."""
     return load_config(path, overrides, schema=schema_for(recipe_kind(path, overrides), str(path)))
+
+
+def check_sub_recipe(key: str, kind: str, path: str | Path, overrides: list[str]) -> None:
+    """Load a sub-recipe of a composite job (demo, deficit, posttrain) with its overrides, as that job will
+    load it later: a bad value in it must stop the job before its first stage, not after hours of them, and
+    `moelab config show` of the composite recipe must reject it too. `overrides` end with stand-ins for
+    what the job sets itself (models, output_dir); `key` is the composite recipe's key that names `path`."""
+    try:
+        cfg = load_recipe(path, overrides)
+    except UserError as err:
+        raise UserError(f"{key}: {err}") from None
+    if cfg.kind != kind:
+        raise UserError(f"{key}: {path} is a {cfg.kind!r} recipe; a {kind!r} recipe is needed here")

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from core.files import atomic_write
+from core.provenance import provenance, refuse_other_experiment
 
 RULES_AUDITED = ("lab", "study", "study_grpo")
 
@@ -58,11 +59,13 @@ def audit_rules(rows: list[dict]) -> dict:
 def run(args: argparse.Namespace) -> int:
     from tasks.datasets import load_problems
 
-    rows = load_problems(args.dataset, split=args.split, limit=args.limit)
-    result = {"dataset": args.dataset, "split": args.split, "command": "moelab " + " ".join(sys.argv[1:]),
-              **audit_rules(rows)}
+    settings = {"dataset": args.dataset, "split": args.split, "limit": args.limit}
     name = Path(args.dataset).stem if args.dataset.endswith(".jsonl") else args.dataset
     out = Path(args.out or f"outputs/rule-audit/{name}-{args.split}.json")
+    refuse_other_experiment(out, settings)  # one file per dataset and split: never another's numbers
+    rows = load_problems(args.dataset, split=args.split, limit=args.limit)
+    result = {"provenance": provenance(), "settings": settings, "dataset": args.dataset, "split": args.split,
+              "command": "moelab " + " ".join(sys.argv[1:]), **audit_rules(rows)}
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda temp: Path(temp).write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n"))
     total = result["num_problems"]

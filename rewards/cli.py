@@ -32,10 +32,12 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from core.config import config_field, describe_fields
 from core.errors import UserError
 from rewards.extract import TASKS
+from rewards.rules import RULES
 
 
 @dataclass
@@ -44,9 +46,10 @@ class ScoreOptions:
 
     execute_code: bool = config_field(False, "execute `simple_math_problem()` / <llm-code> answers in the sandbox "
                                       "(the study did, for the released checkpoints' GSM8K answers)")
-    rule: str = config_field("lab", "whose verdict (rewards/rules.py): lab, study (the study's TTC evaluator), "
-                             "study_grpo (the study's GRPO reward); the study's rules read their gold from the raw "
-                             "solution when the gold field holds one")
+    rule: Literal[RULES] = config_field(
+        "lab", "whose verdict (rewards/rules.py): lab, study (the study's TTC evaluator), "
+        "study_grpo (the study's GRPO reward); the study's rules read their gold from the raw "
+        "solution when the gold field holds one")
     strict: bool = config_field(False, "GSM8K: the study's strict rule (first `####`/`Answer:`/`The answer is` "
                                 "followed by a number, else no answer) instead of the flexible extraction")
     deadline_s: float = config_field(5.0, "hard per-verdict deadline in seconds (the checker is killed past it)",

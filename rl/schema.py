@@ -10,15 +10,34 @@ config (every default included) is written to `grpo_config.json` beside the run,
 defaults (`loss_type=dapo`, `beta=0`, importance-sampling correction on) differ from the study's
 verl run and have changed between releases.
 
+Every value is checked when the recipe loads, before any model does (core.config): choices are
+`Literal` types, ranges are field bounds, and `GRPORecipe.cross_check` holds the rules between fields,
+TRL's own among them. Those are restated here, not obtained by building a `GRPOConfig`, for three
+reasons: building one initializes accelerate's process state (and, under `accelerate launch`, the
+process group) as a side effect; its checks see the world size of the process that builds it (1 on a
+login node), not the recipe's `launch` processes, so the divisibility a run of 8 processes would fail
+passes; and `bf16` is refused on a machine without a GPU. tests/test_recipe_values.py holds each
+restated rule to TRL: TRL must reject the same values.
+
 This module is imported by `moelab config show` and must stay cheap: dataclasses only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Literal, Optional
 
-from core.config import config_field
+from core.config import Dtype, config_field
+from core.errors import UserError
+from inference.trackers import TRACKERS
+from tasks.prompts import RENDER_STYLES
+
+# TRL 1.16 GRPOConfig `loss_type` help ("Supported values are ..."); tests hold the list to TRL's.
+LossType = Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"]
+# transformers' `SchedulerType` values (TrainingArguments converts the string); tests hold them to it.
+SchedulerName = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                        "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                        "warmup_stable_decay", "greedy"]
 
 
 @dataclass
@@ -26,7 +45,7 @@ class ModelSection:
     name: str = config_field(help="checkpoint index name (e.g. d1024-E16-k2, toy-d64-E8-k2), hub id or local "
                                   "directory of a saved Mixtral")
     revision: Optional[str] = config_field(None, help="hub revision (ignored for local directories)")
-    dtype: str = config_field("float32", help="weights dtype for training: float32 on CPU; bfloat16 on GPUs")
+    dtype: Dtype = config_field("float32", help="weights dtype for training: float32 on CPU; bfloat16 on GPUs")
     gradient_checkpointing: bool = config_field(False, help="recompute activations in backward (the study: on)")
     allow_pure_bf16: bool = config_field(False, help="train bfloat16 weights without fp32 master weights (no "
                                          "DeepSpeed): most AdamW updates at LR 5e-6 fall below bf16 resolution, so "
@@ -41,9 +60,10 @@ class DataSection:
                                                   "dataset name that has one); null: the dataset table "
                                                   "(tasks.datasets) or the JSONL rows' `task` field")
     limit: Optional[int] = config_field(None, help="use only the first N problems (after shuffling)", at_least=1)
-    shuffle_seed: Optional[int] = config_field(0, help="shuffle problems with this seed before `limit`")
-    prompt_style: str = config_field("chat", help="chat: raw question as one user message through the chat "
-                                                  "template (the study's GRPO); qa: 'Question: q\\nAnswer:'")
+    shuffle_seed: Optional[int] = config_field(0, help="shuffle problems with this seed before `limit`", at_least=0)
+    prompt_style: Literal[RENDER_STYLES] = config_field(
+        "chat", help="chat: raw question as one user message through the chat "
+        "template (the study's GRPO); qa: 'Question: q\\nAnswer:'")
     max_prompt_length: int = config_field(512, help="drop problems whose prompt is longer (tokens); verl's "
                                                     "filter_overlong_prompts. TRL 1.16 has no prompt length knob",
                                                     at_least=1)
@@ -70,20 +90,22 @@ class GRPOSection:
                                                                   "(verl: ppo_mini_batch split); default = grad accum",
                                                                   at_least=1)
     num_iterations: int = config_field(1, help="passes over each generation batch (PPO epochs, mu)", at_least=1)
-    loss_type: str = config_field("grpo", help="grpo | dr_grpo | dapo | bnpo | cispo | sapo | luspo | vespo "
-                                               "(TRL's default is dapo; we default to grpo)")
+    loss_type: LossType = config_field("grpo", help="grpo | dr_grpo | dapo | bnpo | cispo | sapo | luspo | vespo "
+                                                    "(TRL's default is dapo; we default to grpo)")
     beta: float = config_field(0.0, help="KL coefficient to the reference policy (k3 estimator); 0 skips the "
                                          "reference model", at_least=0)
     epsilon: float = config_field(0.2, help="PPO clip range (lower)", at_least=0)
     epsilon_high: Optional[float] = config_field(None, help="upper clip range (DAPO clip-higher); default = epsilon",
                                                  at_least=0)
-    scale_rewards: str = config_field("group", help="group | batch | none: divide advantages by the reward std")
+    scale_rewards: Literal["group", "batch", "none"] = config_field(
+        "group", help="group | batch | none: divide advantages by the reward std")
     max_completion_length: int = config_field(256, help="max new tokens per completion", at_least=1)
     temperature: float = config_field(1.0, help="sampling temperature of rollouts", above=0)
-    top_p: float = config_field(1.0, help="nucleus sampling of rollouts", above=0)
+    top_p: float = config_field(1.0, help="nucleus sampling of rollouts", above=0, at_most=1)
     mask_truncated_completions: bool = config_field(False, help="exclude truncated completions from the loss")
     learning_rate: float = config_field(1e-6, help="peak learning rate (AdamW)", above=0)
-    lr_scheduler_type: str = config_field("constant", help="transformers scheduler name (constant, cosine, linear)")
+    lr_scheduler_type: SchedulerName = config_field(
+        "constant", help="transformers scheduler name (constant, cosine, linear)")
     warmup_steps: float = config_field(0, help="LR warm-up: steps (int) or a fraction of all steps (float < 1)",
                                        at_least=0)
     weight_decay: float = config_field(0.0, help="AdamW weight decay", at_least=0)
@@ -91,19 +113,22 @@ class GRPOSection:
     num_train_epochs: float = config_field(1.0, help="epochs over the train problems (ignored when max_steps > 0)",
                                            above=0)
     logging_steps: int = config_field(1, help="log TRL metrics every N optimizer steps", at_least=1)
-    seed: int = config_field(0, help="global seed (data order, sampling, init of anything random)")
+    seed: int = config_field(0, help="global seed (data order, sampling, init of anything random)", at_least=0)
     use_vllm: bool = config_field(False, help="generate rollouts with vLLM instead of HF generate")
-    vllm_mode: str = config_field("colocate", help="colocate (engine inside each training process) | server "
-                                                   "(`vllm serve` on dedicated GPUs: rl/cluster.py)")
-    vllm_gpu_memory_utilization: float = config_field(0.3, help="colocate: fraction of GPU memory for vLLM", above=0)
+    vllm_mode: Literal["colocate", "server"] = config_field(
+        "colocate", help="colocate (engine inside each training process) | server "
+        "(`vllm serve` on dedicated GPUs: rl/cluster.py)")
+    vllm_gpu_memory_utilization: float = config_field(0.3, help="colocate: fraction of GPU memory for vLLM", above=0,
+                                                      at_most=1)
     vllm_tensor_parallel_size: int = config_field(1, help="colocate: tensor-parallel size of each engine", at_least=1)
     vllm_server_host: str = config_field("0.0.0.0", help="server mode: host of the vLLM server")
-    vllm_server_port: int = config_field(8000, help="server mode: port of the vLLM server")
+    vllm_server_port: int = config_field(8000, help="server mode: port of the vLLM server", at_least=1, at_most=65535)
     vllm_importance_sampling_correction: bool = config_field(True, help="TRL's truncated importance sampling for "
                                                                         "vLLM/trainer logprob mismatch")
     bf16: bool = config_field(False, help="bf16 autocast (GPUs)")
-    report_to: list = config_field([], help="trackers: wandb, trackio, tensorboard (empty: none; `pip install "
-                                            "-e .[trackers]`). They get TRL's metrics, moe/* and eval/<set>/accuracy")
+    report_to: list[Literal[TRACKERS]] = config_field(
+        [], help="trackers: wandb, trackio, tensorboard (empty: none; `pip install "
+        "-e .[trackers]`). They get TRL's metrics, moe/* and eval/<set>/accuracy")
     run_name: Optional[str] = config_field(None, help="the run's name in the trackers (null: TRL's default)")
     project: str = config_field("moelab", help="tracker project: trackio's project and wandb's (unless "
                                                "WANDB_PROJECT is set)")
@@ -114,11 +139,12 @@ class GRPOSection:
 class MoESection:
     router_aux_loss_coef: float = config_field(help="load-balancing loss weight added to the GRPO loss. REQUIRED "
                                                     "on purpose: TRL otherwise takes the model config's value "
-                                                    "(0.01 for the released models); the study's GRPO used 0")
+                                                    "(0.01 for the released models); the study's GRPO used 0",
+                                                    at_least=0)
     output_router_logits: bool = config_field(False, help="return router logits from every forward (TRL requests "
                                                           "them itself for the loss when router_aux_loss_coef > 0)")
     log_expert_load_steps: int = config_field(10, help="log per-layer expert load / router entropy every N "
-                                                       "steps (0: off)")
+                                                       "steps (0: off)", at_least=0)
 
 
 @dataclass
@@ -135,8 +161,9 @@ class EvalSection:
 @dataclass
 class CheckpointSection:
     save_steps: int = config_field(50, help="save a resumable checkpoint (weights, optimizer, RNG, data "
-                                            "position) every N steps")
-    save_total_limit: Optional[int] = config_field(3, help="keep only the newest N checkpoints")
+                                            "position) every N steps", at_least=1)
+    save_total_limit: Optional[int] = config_field(3, help="keep only the newest N checkpoints (null: keep all)",
+                                                   at_least=1)
     register: bool = config_field(True, help="register final and periodic checkpoints in the checkpoint index")
     register_name: Optional[str] = config_field(None, help="index name prefix (default: <model>-grpo-<run dir>)")
     push_to_hub: bool = config_field(False, help="at the end, upload the final model with its model card (base "
@@ -154,7 +181,7 @@ class LaunchSection:
     num_machines: int = config_field(1, help="nodes (multi-node: see scripts/slurm_grpo.sh)", at_least=1)
     machine_rank: int = config_field(0, help="this node's rank (multi-node)", at_least=0)
     main_process_ip: Optional[str] = config_field(None, help="rank-0 node address (multi-node)")
-    main_process_port: int = config_field(29512, help="rendezvous port")
+    main_process_port: int = config_field(29512, help="rendezvous port", at_least=1, at_most=65535)
 
 
 @dataclass
@@ -174,4 +201,44 @@ class GRPORecipe:
     eval: EvalSection = config_field(EvalSection, help="greedy accuracy during training")
     checkpoints: CheckpointSection = config_field(CheckpointSection, help="saving and registering")
     launch: LaunchSection = config_field(LaunchSection, help="processes and DeepSpeed")
+
+    @staticmethod
+    def cross_check(cfg: Any) -> None:
+        """Rules between fields, each one line naming the keys: TRL's GRPOConfig/GRPOTrainer checks (trl 1.16
+        `grpo_config.py` __post_init__, `grpo_trainer.py` __init__) at the recipe's world size, and the lab's."""
+        g, launch, extra = cfg.grpo, cfg.launch, cfg.grpo.extra
+        world = launch.num_processes * launch.num_machines
+        if launch.machine_rank >= launch.num_machines:
+            raise UserError(f"launch.machine_rank={launch.machine_rank} must be below launch.num_machines="
+                            f"{launch.num_machines}")
+        global_batch = g.per_device_train_batch_size * world
+        generation_batch = extra.get("generation_batch_size")
+        if generation_batch is not None and g.steps_per_generation is not None:  # grpo_config.py: "can not be both"
+            raise UserError("grpo.extra.generation_batch_size and grpo.steps_per_generation cannot both be set (TRL)")
+        if generation_batch is not None and generation_batch % global_batch:
+            raise UserError(f"grpo.extra.generation_batch_size={generation_batch} must be divisible by "
+                            f"grpo.per_device_train_batch_size x {world} processes = {global_batch} (TRL)")
+        if generation_batch is None:
+            generation_batch = global_batch * (g.steps_per_generation or g.gradient_accumulation_steps)
+        if generation_batch % g.num_generations:  # grpo_config.py: the generation batch holds whole prompt groups
+            raise UserError(f"grpo.num_generations={g.num_generations} must divide the generation batch: "
+                            f"grpo.per_device_train_batch_size={g.per_device_train_batch_size} x {world} process(es) "
+                            f"(launch) x grpo.steps_per_generation (default: grpo.gradient_accumulation_steps) = "
+                            f"{generation_batch} completions (TRL)")
+        if g.use_vllm and g.vllm_mode == "colocate" and world % g.vllm_tensor_parallel_size:  # vllm_generation.py
+            raise UserError(f"grpo.vllm_tensor_parallel_size={g.vllm_tensor_parallel_size} must divide the {world} "
+                            f"training process(es) (launch): colocated engines are groups of whole processes (TRL)")
+        if g.epsilon_high is not None and g.epsilon_high < g.epsilon:
+            raise UserError(f"grpo.epsilon_high={g.epsilon_high} must be at least grpo.epsilon={g.epsilon} "
+                            f"(clip-higher widens the upper clip only)")
+        weights, names = cfg.rewards.weights, cfg.rewards.names
+        if weights and len(weights) != len(names):  # [] = all 1.0; grpo_trainer.py: "Number of reward weights"
+            raise UserError(f"key 'rewards.weights' has {len(weights)} value(s) for {len(names)} reward(s) in "
+                            f"rewards.names")
+        sampling_mode = extra.get("vllm_importance_sampling_mode", "sequence_mask")  # GRPOConfig's default
+        if g.loss_type == "vespo" and g.use_vllm and g.vllm_importance_sampling_correction \
+                and sampling_mode not in ("token_truncate", "token_mask"):  # grpo_trainer.py: VESPO's requirement
+            raise UserError(f"grpo.loss_type=vespo with grpo.use_vllm needs grpo.extra.vllm_importance_sampling_mode="
+                            f"token_truncate or token_mask (got {sampling_mode}), or "
+                            f"grpo.vllm_importance_sampling_correction=false (TRL)")
 

@@ -51,10 +51,11 @@ def load(split: str = "test", task: str = "code") -> list[dict]:
 
 def local_file(folder: Path) -> Path:
     """HumanEval as a plain JSONL with the hub dataset's fields in `folder` (written once, atomically): what
-    `data_files.humaneval.test=FILE` gives lm-eval where the hub cannot be reached."""
+    `data_files.humaneval.test=FILE` gives lm-eval where the hub cannot be reached. The tasks of a cluster
+    array may write it at the same time: each through its own temporary file."""
     path = folder / "humaneval_test.jsonl"
     if not path.is_file():
         rows = [{field: row[field] for field in FIELDS} for row in load()]
         text = "".join(json.dumps(row) + "\n" for row in rows)
-        atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+        atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"), concurrent=True)
     return path

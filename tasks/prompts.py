@@ -14,7 +14,8 @@ import random
 from typing import Any, Callable, Sequence
 
 STUDY_STOP_STRINGS = ["Question:", "Q:"]
-PROMPT_STYLES = ["qa", "chat"]
+# the styles `render_prompt` takes (GRPO's data.prompt_style); the sweep's are PROMPT_STYLES below
+RENDER_STYLES = ("qa", "chat")
 # The one chat template: for tokenizers that ship none (the llm-jp base tokenizer may not) and inside
 # every toy member. The raw question is the user turn, rendered exactly like the study's zero-shot QA
 # prompt, so GRPO's chat prompts and the sweeps' QA prompts look identical to the model.
@@ -123,4 +124,4 @@ def render_prompt(question: str, style: str, tokenizer: Any = None, shots: Seque
         return format_prompt(question, shots=shots)
     if style == "chat":
         return chat_prompt(question, tokenizer)
-    raise ValueError(f"prompt style must be one of {PROMPT_STYLES}; got {style!r}")
+    raise ValueError(f"prompt style must be one of {RENDER_STYLES}; got {style!r}")

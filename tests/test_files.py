@@ -61,3 +61,33 @@ def test_a_leftover_temporary_of_a_killed_run_is_overwritten(tmp_path):
     temporary_path(target).write_bytes(b"what a SIGKILL left")
     atomic_write(target, lambda temp: temp.write_bytes(b"complete"))
     assert target.read_bytes() == b"complete" and os.listdir(tmp_path) == ["scored.parquet"]
+
+
+def _write_in_step(path: str, barrier, concurrent: bool) -> None:
+    def write(temporary):
+        temporary.write_text("same content\n")
+        barrier.wait(timeout=30)  # both have written their temporary before either renames it
+
+    atomic_write(path, write, concurrent=concurrent)
+
+
+@pytest.mark.parametrize("concurrent", [True, False])
+def test_concurrent_writers_of_one_file_each_use_their_own_temporary(tmp_path, concurrent):
+    """Two array tasks writing the same shared file at once: with `concurrent=True` both succeed and the
+    file is whole; with the one fixed temporary name the second rename finds the temporary gone."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(2)
+    target = tmp_path / "shared.jsonl"
+    writers = [context.Process(target=_write_in_step, args=(str(target), barrier, concurrent)) for _ in range(2)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+    codes = sorted(writer.exitcode for writer in writers)
+    if concurrent:
+        assert codes == [0, 0] and target.read_text() == "same content\n"
+        assert [p.name for p in tmp_path.iterdir()] == ["shared.jsonl"]
+    else:
+        assert codes != [0, 0]

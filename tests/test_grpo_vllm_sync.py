@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.vllm_engine]
 
 FIXED_PROMPT = "Question: Mia has 12 apples. She buys 5 more apples. How many apples does Mia have now?\nAnswer:"
 FIXED_COMPLETION = " Mia starts with 12 apples. She buys 5: 12 + 5 = 17.\n#### 17"

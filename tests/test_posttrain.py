@@ -1,11 +1,13 @@
 """`moelab posttrain`: GRPO beside the SFT-on-gold control over seeds, with per-seed and pooled paired changes."""
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
 
 from core.config import load_config
+from core.provenance import sidecar_path
 from moelab.posttrain import COLUMNS, run_posttrain
 from moelab.posttrain_schema import PosttrainConfig
 from rl.report import read_verdicts
@@ -38,3 +40,5 @@ def test_posttrain_pools_seeds_and_pairs_problems(tmp_path, monkeypatch):
             assert float(r["change"]) == pytest.approx(sum(last.values()) / 16 - sum(first.values()) / 16)
     grpo_dirs = {r["run_dir"] for r in rows if r["method"] == "grpo" and r["run_dir"]}
     assert len(grpo_dirs) == 2  # one run per seed, not one reused
+    timing = json.loads(sidecar_path(tmp_path / "post.csv").read_text())  # the job's own timing beside its table
+    assert timing["runs"] == 4 and timing["seconds"] > 0 and timing["command"]

@@ -9,77 +9,16 @@ import pytest
 
 from core.errors import UserError
 
-CONFIG_CODE = '''
-from transformers import PretrainedConfig
-
-
-class TinyArmoConfig(PretrainedConfig):
-    model_type = "tiny_armo"
-
-    def __init__(self, vocab_size=320, hidden_size=16, **kwargs):
-        self.vocab_size, self.hidden_size = vocab_size, hidden_size
-        super().__init__(**kwargs)
-'''
-
-MODEL_CODE = '''
-from dataclasses import dataclass
-
-import torch
-from transformers import PreTrainedModel
-from transformers.utils import ModelOutput
-
-from .configuration_tiny_armo import TinyArmoConfig
-
-
-@dataclass
-class TinyArmoOutput(ModelOutput):
-    score: torch.FloatTensor = None
-
-
-class TinyArmoRM(PreTrainedModel):
-    """Like ArmoRM: custom code whose output carries `score`, not `logits`."""
-    config_class = TinyArmoConfig
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.embed = torch.nn.Embedding(config.vocab_size, config.hidden_size)
-        self.gate = torch.nn.Linear(config.hidden_size, 1)
-        self.post_init()
-
-    def forward(self, input_ids, attention_mask=None, **kwargs):
-        return TinyArmoOutput(score=self.gate(self.embed(input_ids).mean(1)).squeeze(-1))
-'''
-
-
 @pytest.fixture(scope="module")
 def tiny_armo(tmp_path_factory):
-    """A local custom-code reward model (auto_map in config.json), with the lab's byte-level tokenizer."""
-    import importlib.util
-    import sys
+    """A local custom-code reward model (auto_map in config.json, `output.score`), with the lab's byte-level
+    tokenizer: the stand-in `moelab rehearse` puts in ArmoRM's place."""
+    import shutil
 
-    import torch
+    from moelab.rehearse_standins import standin_reward_model
 
-    from checkpoints_index.loading import byte_level_tokenizer
-
-    out = tmp_path_factory.mktemp("tiny-ArmoRM")
-    (out / "configuration_tiny_armo.py").write_text(CONFIG_CODE)
-    (out / "modeling_tiny_armo.py").write_text(MODEL_CODE.replace("from .configuration_tiny_armo",
-                                                                  "from configuration_tiny_armo"))
-    sys.path.insert(0, str(out))
-    try:
-        spec = importlib.util.spec_from_file_location("modeling_tiny_armo", out / "modeling_tiny_armo.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        torch.manual_seed(0)
-        module.TinyArmoRM(module.TinyArmoConfig()).save_pretrained(out)
-    finally:
-        sys.path.remove(str(out))
-    (out / "modeling_tiny_armo.py").write_text(MODEL_CODE)  # as a hub repository ships it (relative import)
-    config = json.loads((out / "config.json").read_text())
-    config["auto_map"] = {"AutoConfig": "configuration_tiny_armo.TinyArmoConfig",
-                          "AutoModelForSequenceClassification": "modeling_tiny_armo.TinyArmoRM"}
-    (out / "config.json").write_text(json.dumps(config))
-    byte_level_tokenizer().save_pretrained(out)
+    out = tmp_path_factory.mktemp("reward-models") / "tiny-ArmoRM"  # the name tells the adapter, as on the hub
+    shutil.copytree(standin_reward_model("armo", out.parent), out)
     return str(out)
 
 
@@ -115,7 +54,7 @@ def test_armo_adapter_uses_trust_remote_code_and_reads_output_score(tiny_armo):
 
     assert reward_model_kind(tiny_armo) == "armo" and reward_model_kind("RLHFlow/ArmoRM-Llama3-8B-v0.1") == "armo"
     model, tokenizer = load_reward_model(tiny_armo)
-    assert type(model).__name__ == "TinyArmoRM"  # the repository's own class, not a Llama with a new head
+    assert type(model).__name__ == "StandinArmoRM"  # the repository's own class, not a Llama with a new head
     scores = score_with_reward_model(model, tokenizer, QUESTIONS, COMPLETIONS, progress=False)
     for question, completion, score in zip(QUESTIONS, COMPLETIONS, scores):
         messages = [{"role": "user", "content": question}, {"role": "assistant", "content": completion}]

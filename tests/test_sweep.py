@@ -124,7 +124,7 @@ def test_rerun_skips_and_raising_n_generates_only_the_new_samples(tmp_path, tiny
 
 def test_shards_generate_disjoint_problems_that_merge_into_the_unsharded_run(tmp_path, tiny_mixtral, problems_file,
                                                                              monkeypatch):
-    from inference.sweep_cli import parse_shard
+    from inference.shards import parse_shard
 
     asked = count_requests(monkeypatch)
     path = recipe(tmp_path, tiny_mixtral, problems_file, name="sharded", sampling={"num_samples": 2})
@@ -142,7 +142,7 @@ def test_shards_generate_disjoint_problems_that_merge_into_the_unsharded_run(tmp
     fresh = run_sweep(load_config(path, ["run_name=unsharded"], schema=SweepConfig))
     assert stored(fresh["store"]) == stored(merged["store"])  # bit for bit what one process generates
     for bad in ("3/3", "1", "-1/2", "a/b"):
-        with pytest.raises(UserError, match="--shard must be i/n"):
+        with pytest.raises(UserError, match="--shard must be I/N"):
             parse_shard(bad)
     with pytest.raises(UserError, match="splits the generate stage"):
         run_sweep(load_config(path, ["stages=[score]"], schema=SweepConfig), shard=(0, 2))
@@ -245,7 +245,8 @@ def test_bad_recipes_fail_before_any_work(tmp_path, tiny_mixtral, problems_file)
     import argparse
 
     path = recipe(tmp_path, tiny_mixtral, problems_file)
-    for override, message in [("stages=[generate,vote]", "unknown stage"), ("backend.type=tgi", "backend.type"),
+    for override, message in [("stages=[generate,vote]", r"'stages\[1\]': Invalid value 'vote'"),
+                              ("backend.type=tgi", "backend.type"),
                               ("sampling.num_samples=0", "num_samples"), ("sampling.top_pp=1", "top_pp"),
                               ("models=[no-such-model-d512]", "unknown checkpoint"),
                               ("scoring.best_of_n_score=reward_model", "scoring.reward_model")]:
@@ -337,6 +338,7 @@ def toy_members() -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.vllm_engine
 def test_toy_recipe_end_to_end_with_vllm(tmp_path):
     """The shipped toy recipe, shrunk: vLLM samples -> store -> scores -> metrics CSV -> plots."""
     import csv

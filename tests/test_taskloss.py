@@ -68,6 +68,7 @@ def _taskloss(tmp_path, *overrides):
 
 
 @pytest.mark.slow
+@pytest.mark.vllm_engine
 def test_vllm_and_hf_agree_within_1e3_bits_per_token_and_runs_resume(tmp_path):
     _, vllm_rows = _taskloss(tmp_path / "v", f"models=[{TOY}]", "limit=40", "chunk_size=16")
     out, hf_rows = _taskloss(tmp_path / "h", f"models=[{TOY}]", "limit=24", "backend.type=hf")
@@ -85,6 +86,7 @@ def test_vllm_and_hf_agree_within_1e3_bits_per_token_and_runs_resume(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.vllm_engine
 def test_study_gsm8k_set_end_to_end_on_a_random_d512_E8_k2(tmp_path):
     from checkpoints_index.loading import materialize_random
 

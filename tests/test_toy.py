@@ -133,6 +133,7 @@ def test_member_loads_with_transformers_and_solves_problems(model_dir, test_prob
 
 
 @pytest.mark.slow
+@pytest.mark.vllm_engine
 def test_members_load_with_vllm_and_generate(test_problems):
     from vllm import LLM, SamplingParams
 
@@ -203,12 +204,14 @@ def test_the_evaluator_seeds_each_sample_and_stops_like_the_sweeps():
 
 
 @pytest.mark.slow
+@pytest.mark.vllm_engine
 def test_eval_command_writes_the_table(tmp_path):
     args = argparse.Namespace(toy_command="eval", models=MEMBERS[:1], num_problems=16, samples=8, temperature=0.8,
                               seed=0, max_steps=3, max_operand=30, backend="vllm", threads=1, out=tmp_path)
     assert toy_cli.run(args) == 0
     rows = (tmp_path / "toy_eval.csv").read_text().splitlines()
     assert rows[0].startswith("member,num_experts,top_k,total_params,active_params") and len(rows) == 2
+    assert json.loads((tmp_path / "toy_eval.csv.provenance.json").read_text())["commit"]  # who wrote it, from what
     assert MEMBERS[0].name in (tmp_path / "toy_eval.md").read_text()
 
 

