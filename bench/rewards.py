@@ -12,9 +12,14 @@ Naive loop = what TRL's `accuracy_reward` does per sample: `parse(gold)`, `parse
 default extraction configs rather than TRL's LaTeX-only one, so that `#### N` answers are read,
 as the study's reward did with `parse(response)`). It is slow, so it runs on a stratified random
 subset and its rate is extrapolated; verdicts (correct vs not) are compared on that subset.
-The lab's scorer runs the whole set on a warm worker pool (its start-up is printed separately).
-Last line: `ratio: <lab samples/s / naive samples/s>`. `--out` appends the run's figures as one JSON
-line (the README quotes `docs/results/bench-rewards.jsonl`).
+The lab's scorer runs the whole set on a started worker pool (its start-up, which includes judging a
+dozen common answer shapes unlike the set's, is printed separately and not counted in the rate; the naive loop judges the same dozen before its
+timing starts). Every
+run is cold: nothing is cached across runs, and the workers have judged none of the set's pairs. CPU
+seconds are printed beside wall seconds (the lab's: this process plus its workers), since the cores
+may be shared. Last line: `ratio: <lab samples/s / naive samples/s>`. `--out` appends the run's figures
+and provenance (command, commit, date, load average) as one JSON line (the README quotes
+`docs/results/bench-rewards.jsonl`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import sys
 import time
@@ -105,6 +111,18 @@ def math_problem(rng: random.Random, index: int, samples: int) -> list[tuple[str
     return rows
 
 
+def worker_cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the given (live) processes have used so far (Linux /proc; NaN elsewhere)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def naive_loop(golds: list[str], completions: list[str]) -> list[bool]:
     from math_verify import parse, verify
 
@@ -120,6 +138,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="append this run's figures to a JSON-lines file")
     args = parser.parse_args()
     logging.getLogger("math_verify").setLevel(logging.ERROR)
+    load_at_start = round(os.getloadavg()[0], 2)
     rng = random.Random(args.seed)
     rows = []
     for index in range(args.problems):
@@ -138,37 +157,49 @@ def main() -> None:
         startup_seconds = time.perf_counter() - start
         print(f"lab: worker pool start-up {startup_seconds:.2f} s ({scorer.num_workers} workers), "
               "not counted in the rate")
-        start = time.perf_counter()
+        pids = [worker.process.pid for worker in scorer.pool._free]
+        start, cpu = time.perf_counter(), time.process_time() + worker_cpu_seconds(pids)
         verdicts: list = []
         for task in ("gsm8k", "math"):
             index = [i for i, t in enumerate(tasks) if t == task]
             verdicts += list(zip(index, scorer.score(task, [golds[i] for i in index], [completions[i] for i in index],
                                                      [ids[i] for i in index])))
         lab_seconds = time.perf_counter() - start
+        lab_cpu = time.process_time() + worker_cpu_seconds(pids) - cpu
     lab_correct = dict((i, v.status == "correct") for i, v in verdicts)
     lab_rate = len(rows) / lab_seconds
     statuses = {}
     for _, verdict in verdicts:
         statuses[verdict.status] = statuses.get(verdict.status, 0) + 1
-    print(f"lab: {len(rows)} samples in {lab_seconds:.2f} s = {lab_rate:,.0f} samples/s "
+    print(f"lab: {len(rows)} samples in {lab_seconds:.2f} s wall, {lab_cpu:.2f} s CPU = {lab_rate:,.0f} samples/s "
           f"({len(rows) / (lab_seconds + startup_seconds):,.0f} with start-up); statuses {statuses}")
 
     subset = sorted(random.Random(args.seed + 1).sample(range(len(rows)), min(args.naive_subset, len(rows))))
-    start = time.perf_counter()
+    from rewards.equivalence import WARM_UP_PAIRS
+
+    naive_loop(*map(list, zip(*WARM_UP_PAIRS)))  # the workers' warm-up, outside the timing as theirs is
+    start, cpu = time.perf_counter(), time.process_time()
     naive = naive_loop([golds[i] for i in subset], [completions[i] for i in subset])
-    naive_seconds = time.perf_counter() - start
+    naive_seconds, naive_cpu = time.perf_counter() - start, time.process_time() - cpu
     naive_rate = len(subset) / naive_seconds
-    print(f"naive (parse + verify per sample, in-process): {len(subset)} random samples in {naive_seconds:.2f} s = "
-          f"{naive_rate:,.1f} samples/s; extrapolated to the whole set: {len(rows) / naive_rate:,.0f} s")
+    print(f"naive (parse + verify per sample, in-process): {len(subset)} random samples in {naive_seconds:.2f} s "
+          f"wall, {naive_cpu:.2f} s CPU = {naive_rate:,.1f} samples/s; extrapolated to the whole set: "
+          f"{len(rows) / naive_rate:,.0f} s")
     differ = [i for i, ok in zip(subset, naive) if ok != lab_correct[i]]
     print(f"verdicts on the {len(subset)}-sample subset: {'identical' if not differ else f'{len(differ)} differ'} "
           f"(correct: lab {sum(lab_correct[i] for i in subset)}, naive {sum(naive)})")
     for i in differ[:5]:
         print(f"  differs: gold {golds[i][-40:]!r} completion {completions[i][-60:]!r} lab {lab_correct[i]}")
     if args.out is not None:
-        record = {"completions": len(rows), "lab_samples_per_s": round(lab_rate, 1),
-                  "naive_samples_per_s": round(naive_rate, 2), "naive_subset": len(subset),
-                  "verdicts_differ": len(differ), "workers": scorer.num_workers,
+        from core.provenance import provenance
+
+        record = {"provenance": provenance(), "series": "issue-28", "load_1m_at_start": load_at_start,
+                  "completions": len(rows), "lab_samples_per_s": round(lab_rate, 1),
+                  "lab_wall_s": round(lab_seconds, 3), "lab_cpu_s": round(lab_cpu, 3),
+                  "startup_s": round(startup_seconds, 2), "naive_samples_per_s": round(naive_rate, 2),
+                  "naive_wall_s": round(naive_seconds, 3), "naive_cpu_s": round(naive_cpu, 3),
+                  "naive_subset": len(subset), "verdicts_differ": len(differ), "workers": scorer.num_workers,
+                  "cache": "none (cold)", "cpu_ratio": round(len(rows) / lab_cpu / (len(subset) / naive_cpu), 1),
                   "ratio": round(lab_rate / naive_rate, 1), "date": time.strftime("%Y-%m-%d")}
         with args.out.open("a") as out:
             out.write(json.dumps(record) + "\n")

@@ -10,6 +10,7 @@ every quantity compared.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -34,13 +35,17 @@ def pass_at_k(num_samples: int, num_correct: np.ndarray, ks) -> np.ndarray:
     return np.stack([1.0 - subset_ratio(num_samples, k)[num_samples - num_correct] for k in ks], axis=1)
 
 
+@functools.lru_cache(maxsize=8)
 def bootstrap_weights(num_problems: int, resamples: int, seed: int) -> np.ndarray:
     """(resamples, problems) multiplicities of a percentile bootstrap over problems (Efron 1979).
 
     Every statistic computed from the same weights sees the same resampled problems: apply one
-    matrix to two models' per-problem values and the bootstrap is paired."""
+    matrix to two models' per-problem values and the bootstrap is paired. Drawn once per arguments
+    (every strategy of a model asks for the same ones) and read-only."""
     rng = np.random.default_rng(seed)
-    return rng.multinomial(num_problems, np.full(num_problems, 1.0 / num_problems), size=resamples)
+    weights = rng.multinomial(num_problems, np.full(num_problems, 1.0 / num_problems), size=resamples)
+    weights.flags.writeable = False
+    return weights
 
 
 def bootstrap_ci(per_problem: np.ndarray, resamples: int = 1000, seed: int = 0,

@@ -360,7 +360,8 @@ def _estimate(problems: list[ProblemSamples], strategy: str, ks: list[int],
     return values, ["exact"] * len(ks)
 
 
-VOTE_CHUNK = 64  # problems per Monte-Carlo random stream: results do not depend on the worker count
+VOTE_CHUNK = 32  # problems per Monte-Carlo random stream: results do not depend on the worker count;
+#                 small enough that the last chunks keep every worker busy
 
 
 def _estimate_votes(problems: list[ProblemSamples], strategies: list[str], ks: list[int], force_monte_carlo: bool,

@@ -35,9 +35,11 @@ multivariate hypergeometric law a uniform k-subset induces; for the weighted vot
 score sum lies between the sums of its x smallest and x largest scores, so only clusters still in
 contention get an actual random within-cluster subset: the prefix of one of a pool of random
 permutations of the cluster, drawn once per problem (>= PERMUTATION_POOL of them, one per draw
-when the cluster is small). Each draw is a uniform k-subset, so the estimate is unbiased; for big
-clusters several draws share a permutation, which adds a little variance (measured: standard
-deviation x1.4 at 2,000 draws), immaterial once averaged over problems. Majority and weighted
+when the cluster is small; built from a + b shuffles composed pairwise, which keeps any two of them
+independent, `_permutation_prefix_sums`). Each draw is a uniform k-subset, so the estimate is
+unbiased; for big clusters several draws share a permutation, which adds a little variance
+(measured: standard deviation x1.4 at 2,000 draws), immaterial once averaged over problems.
+Small k's draws are nested (one ordered draw, its first k columns per k). Majority and weighted
 majority of one problem vote on the same draws.
 
 `prefix` mode reproduces the study: the first k samples in sample order; ties go to the cluster
@@ -124,9 +126,17 @@ def best_of_n_at_k(samples: ProblemSamples, ks, score: np.ndarray | None = None)
     n = samples.n
     out = np.empty(len(ks))
     for i, k in enumerate(ks):
-        r = subset_ratio(n, k)
+        r = _subset_ratio(n, int(k))
         out[i] = np.sum((r[n - above] - r[n - above - tied]) * tied_correct / tied)
     return out
+
+
+@lru_cache(maxsize=256)
+def _subset_ratio(n: int, k: int) -> np.ndarray:
+    """`subset_ratio`, computed once per (n, k) for all problems (read-only)."""
+    ratio = subset_ratio(n, k)
+    ratio.flags.writeable = False
+    return ratio
 
 
 def _convolve_rows(rows: np.ndarray, kernel: np.ndarray, width: int) -> np.ndarray:
@@ -149,6 +159,19 @@ def majority_dp_cost(sizes: np.ndarray, k_max: int) -> tuple[int, float]:
     calls = np.sum(np.maximum(big - 1, 0) * np.minimum(j, big / 2 + 1) * 2 + 6)
     flops = np.sum(np.maximum(big - 1, 0) * (big / 2 + 1) * width * j * 2)
     return int(calls), float(flops)
+
+
+def majority_dp_costs(sizes: np.ndarray, ks) -> tuple[np.ndarray, np.ndarray]:
+    """`majority_dp_cost` for every k at once (the same sums of integers, exact in float64)."""
+    sizes = np.sort(sizes)[::-1]
+    ks = np.asarray(ks, dtype=float)
+    j = np.arange(1, int(sizes.max(initial=0)) + 1, dtype=float)
+    big = (sizes[None, :] >= j[:, None]).sum(1).astype(float)
+    inside = j[None, :] <= ks[:, None]  # (ks, j): the DP runs j = 1..min(max size, k)
+    width = np.minimum(ks[:, None], big[None, :] * j[None, :]) + 1
+    calls = np.where(inside, np.maximum(big - 1, 0) * np.minimum(j, big / 2 + 1) * 2 + 6, 0).sum(1)
+    flops = np.where(inside, np.maximum(big - 1, 0) * (big / 2 + 1) * width * j * 2, 0).sum(1)
+    return calls.astype(np.int64), flops
 
 
 def majority_exact(sizes: np.ndarray, values: np.ndarray, num_null: int, ks) -> np.ndarray:
@@ -200,9 +223,8 @@ def _vote(counts: np.ndarray, values: np.ndarray, sums: np.ndarray | None = None
     counts/sums: (subsets, clusters). With sums, the largest summed score wins, else the largest count."""
     present = counts > 0
     if sums is None:
-        key = counts.astype(float)
-        best = key.max(1, initial=0)
-        tie = present & (key == best[:, None])
+        best = counts.max(1, initial=0)
+        tie = present & (counts == best[:, None])
     else:
         key = np.where(present, sums, -np.inf)
         best = key.max(1, initial=-np.inf)
@@ -236,21 +258,34 @@ def _enumerate(samples: ProblemSamples, k: int, weight: np.ndarray | None) -> fl
     return float(_vote(counts, samples.cluster_value(), sums).mean())
 
 
-def _draw(samples: ProblemSamples, k: int, draws: int, rng: np.random.Generator, cache: dict | None):
+def _draw(samples: ProblemSamples, k: int, draws: int, rng: np.random.Generator, cache: dict | None,
+          width: int = 0):
     """`draws` uniform k-subsets, as ("subsets", indices) when k is small (k^2 <= n: indices drawn
     directly, cheap) or as ("counts", per-cluster counts) from the multivariate hypergeometric law
-    a uniform k-subset induces. Cached so majority and weighted majority vote on the same draws."""
+    a uniform k-subset induces. Cached so majority and weighted majority vote on the same draws.
+    Small subsets are nested: one draw of `width` >= k ordered distinct indices per row serves every
+    small k as its first k columns (a uniform ordered sample's prefix is a uniform k-subset)."""
     if cache is not None and ("draw", k, draws) in cache:
         return cache["draw", k, draws]
     if k * k <= samples.n:
-        index, _ = _random_indices(samples.n, np.full(draws, k), rng)
-        result = ("subsets", index)
+        drawn = None if cache is None else cache.get(("ordered", draws))
+        if drawn is None or drawn.shape[1] < k:
+            drawn, _ = _random_indices(samples.n, np.full(draws, max(k, width)), rng)
+            if cache is not None:
+                cache["ordered", draws] = drawn
+        result = ("subsets", drawn[:, :k])
     else:
         colors = np.append(samples.cluster_sizes(), np.sum(samples.cluster < 0))
-        result = ("counts", rng.multivariate_hypergeometric(colors, k, size=draws)[:, :-1])
+        method = "count" if k <= 96 else "marginals"  # the faster of numpy's two exact samplers at this k
+        result = ("counts", rng.multivariate_hypergeometric(colors, k, size=draws, method=method)[:, :-1])
     if cache is not None:
         cache["draw", k, draws] = result
     return result
+
+
+def _nest_width(n: int, ks) -> int:
+    """The widest small k (k^2 <= n) asked for: the width of the nested small-subset draw."""
+    return max((int(k) for k in ks if k * k <= n), default=0)
 
 
 def _subset_tallies(samples: ProblemSamples, index: np.ndarray, weight: np.ndarray | None):
@@ -307,13 +342,29 @@ def _random_subset_sums(values: np.ndarray, sizes: np.ndarray, rng: np.random.Ge
         prefix = pool.get("prefix")
         if prefix is None:
             rows = max(PERMUTATION_POOL, PERMUTATION_BUDGET // s)
-            shuffled = rng.permuted(np.broadcast_to(values, (rows, s)), axis=1)
-            prefix = pool["prefix"] = np.concatenate([np.zeros((rows, 1)), np.cumsum(shuffled, 1)], 1)
+            prefix = pool["prefix"] = _permutation_prefix_sums(values, rows, rng)
         if len(prefix) >= len(sizes):  # enough permutations: one each, draws stay independent
             return prefix[rng.permutation(len(prefix))[: len(sizes)], sizes]
         return prefix[rng.integers(0, len(prefix), size=len(sizes)), sizes]
     index, used = _random_indices(s, sizes, rng)
     return (values[index] * used).sum(1)
+
+
+def _permutation_prefix_sums(values: np.ndarray, rows: int, rng: np.random.Generator) -> np.ndarray:
+    """(>= rows, s + 1): prefix sums of `values` in random orders, row i*b + j ordered by P_i composed with
+    Q_j for a + b independent uniform permutations (a*b >= rows). Each row is a uniform permutation, and
+    any two rows are independent (for a fixed bijection P_i, the prefixes of Q_j and Q_j' are independent
+    uniform subsets; likewise P_i, P_i' applied to one Q_j), so draws that use distinct rows are as
+    independent as with a*b separate shuffles, for a + b shuffles and a gather."""
+    s = len(values)
+    a = int(np.ceil(np.sqrt(rows)))
+    b = -(-rows // a)
+    first = rng.permuted(np.broadcast_to(np.arange(s), (a, s)), axis=1)
+    second = rng.permuted(np.broadcast_to(np.arange(s), (b, s)), axis=1)
+    ordered = values[first][:, second].reshape(a * b, s)  # row (i, j), position t: values[P_i[Q_j[t]]]
+    prefix = np.zeros((a * b, s + 1))
+    np.cumsum(ordered, 1, out=prefix[:, 1:])
+    return prefix
 
 
 def _random_indices(s: int, sizes: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -342,7 +393,8 @@ def majority_at_k(samples: ProblemSamples, ks, *, draws: int = 2000, rng: np.ran
     ks = list(ks)
     out, kinds = np.full(len(ks), np.nan), [""] * len(ks)
     if not force_monte_carlo and samples.n <= MAX_EXACT_DP_N:  # the DP for every k it affords
-        affordable = [i for i, k in enumerate(ks) if _dp_affordable(sizes, k)]
+        calls, flops = majority_dp_costs(sizes, ks)
+        affordable = [i for i in range(len(ks)) if calls[i] <= DP_MAX_CALLS and flops[i] <= DP_MAX_FLOPS]
         if affordable:
             out[affordable] = majority_exact(sizes, values, num_null, [ks[i] for i in affordable])
             for i in affordable:
@@ -353,15 +405,10 @@ def majority_at_k(samples: ProblemSamples, ks, *, draws: int = 2000, rng: np.ran
         if not force_monte_carlo and _num_subsets(samples.n, k) <= ENUMERATION_LIMIT:
             out[i], kinds[i] = _enumerate(samples, k, None), "exact"
         else:
-            kind, drawn = _draw(samples, k, draws, rng, draw_cache)
+            kind, drawn = _draw(samples, k, draws, rng, draw_cache, _nest_width(samples.n, ks))
             counts = _subset_tallies(samples, drawn, None)[0] if kind == "subsets" else drawn
             out[i], kinds[i] = _vote(counts, values).mean(), "monte_carlo"
     return out, kinds
-
-
-def _dp_affordable(sizes: np.ndarray, k: int) -> bool:
-    calls, flops = majority_dp_cost(sizes, k)
-    return calls <= DP_MAX_CALLS and flops <= DP_MAX_FLOPS
 
 
 def weighted_majority_at_k(samples: ProblemSamples, ks, weight: np.ndarray | None = None, *, draws: int = 2000,
@@ -379,7 +426,7 @@ def weighted_majority_at_k(samples: ProblemSamples, ks, weight: np.ndarray | Non
             out[i] = _enumerate(samples, k, weight)
             kinds.append("exact")
         else:
-            kind, drawn = _draw(samples, k, draws, rng, draw_cache)
+            kind, drawn = _draw(samples, k, draws, rng, draw_cache, _nest_width(samples.n, ks))
             if kind == "subsets":
                 counts, sums = _subset_tallies(samples, drawn, weight)
             else:

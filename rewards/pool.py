@@ -212,7 +212,9 @@ class _Job:
         for position, worker in enumerate(self.workers):
             if not (worker.ready and not worker.inflight and self.pending):
                 continue
-            chunk = [self.pending.popleft() for _ in range(min(self.batch, len(self.pending)))]
+            # batches shrink as the queue drains, so no worker idles while another ends a long batch
+            size = min(self.batch, -(-len(self.pending) // (2 * len(self.workers))))
+            chunk = [self.pending.popleft() for _ in range(size)]
             try:
                 worker.send(("batch", [(i, self.items[i]) for i in chunk]))
             except OSError:

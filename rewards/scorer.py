@@ -31,6 +31,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 from core.errors import UserError
 from rewards.extract import (MAX_COMPLETION_CHARS, canonical_number, clean_number, extract_answer, extract_gold,
@@ -78,6 +79,43 @@ def _verdict(status: str, pred: str | None, cluster: str | None, detail: object 
     """A checker's result as a Verdict: an unknown status is `error`, the reward follows the status."""
     status = status if status in STATUSES else "error"
     return Verdict(status, 1.0 if status == "correct" else 0.0, pred, cluster, str(detail))
+
+
+class _Memo(dict):
+    """A pure function of one string, computed once per distinct argument (one `score` call's lifetime)."""
+
+    def __init__(self, function: Callable[[str], object]):
+        super().__init__()
+        self.function = function
+
+    def __call__(self, argument: str):
+        try:
+            return self[argument]
+        except KeyError:
+            value = self[argument] = self.function(argument)
+            return value
+
+
+def decide_numbers(gold: str, pred: str, gold_number: Fraction | None, pred_number: Fraction | None) -> dict | None:
+    """math-verify's verdict on two plain numbers, decided here without a worker round trip; None when
+    math-verify's own rules are needed. Equal values are `correct`. Unequal values are `wrong` when both are
+    integers, or both exact fractions (no decimal point, numerator and denominator below 10^6): math-verify
+    then compares them exactly (`grader.sympy_numeric_eq` rounds only when one side is a float; should the
+    parse stay an unevaluated quotient, its 15-digit `evalf` of the difference, at least 1e-12 here, is not
+    chopped to 0, and simplify cannot equate two distinct rationals). A decimal goes to math-verify, which
+    rounds to 6 places (`0.333333` = 1/3). `tests/test_rewards_speed.py` checks every decision against the
+    workers' verdict."""
+    if gold_number is None or pred_number is None:
+        return None
+    integers = gold_number.denominator == 1 and pred_number.denominator == 1
+    if gold_number != pred_number and not integers and not (_exact(gold, gold_number) and _exact(pred, pred_number)):
+        return None
+    return {"status": "correct" if gold_number == pred_number else "wrong", "pred": pred,
+            "numeric": canonical_number(pred_number), "fingerprint": None, "detail": ""}
+
+
+def _exact(text: str, value: Fraction) -> bool:
+    return "." not in text and abs(value.numerator) < 10**6 and value.denominator < 10**6
 
 
 def completion_text(completion: object) -> str | None:
@@ -154,15 +192,24 @@ class Scorer:
         preds: list[tuple[str, bool] | None] = [None] * count  # (answer, is completion tail)
         gold_answers: list[str | None] = [None] * count
 
-        # 1. Extract answers and golds here (cheap, linear); collect distinct programs.
+        # 1. Extract answers and golds here (cheap, linear); collect distinct programs. A sweep repeats each
+        #    gold once per sample, and answers (and short completions) many times: pure functions of them run
+        #    once per distinct string in a call.
         programs: dict[str, list[int]] = {}
+        gold_answer_of: dict[str, str] = {}
+        normalized = _Memo(normalize_answer)
+        extracted = _Memo(lambda text: extract_answer(task, text, strict=strict, execute_code=execute_code))
         for i, (gold, completion) in enumerate(zip(golds, completions)):
             text = completion_text(completion)
-            verdicts[i] = _bad_input(text, gold is not None and bool(str(gold).strip()))
+            gold_text = None if gold is None else str(gold)
+            verdicts[i] = _bad_input(text, gold_text is not None and bool(gold_text.strip()))
             if verdicts[i] is not None:
                 continue
-            gold_answers[i] = extract_gold(str(gold))
-            found = extract_answer(task, text, strict=strict, execute_code=execute_code)
+            gold_answer = gold_answer_of.get(gold_text)
+            if gold_answer is None:
+                gold_answer = gold_answer_of[gold_text] = extract_gold(gold_text)
+            gold_answers[i] = gold_answer
+            found = extracted(text)
             if found.code is not None:
                 programs.setdefault(found.code, []).append(i)
             elif found.pred is None:
@@ -198,19 +245,18 @@ class Scorer:
         # 3. Decide plain numbers here; collect distinct pairs for math-verify.
         judged: dict[tuple[str, str, bool], dict] = {}
         to_judge: list[tuple[str, str, bool]] = []
+        keys: list[tuple[str, str, bool] | None] = [None] * count
+        number = _Memo(parse_number)
         for i in range(count):
             if verdicts[i] is not None or preds[i] is None:
                 continue
             answer, is_text = preds[i]
-            key = (gold_answers[i], answer if is_text else normalize_answer(answer), is_text)
+            key = keys[i] = (gold_answers[i], answer if is_text else normalized(answer), is_text)
             if key in judged:
                 continue
-            gold_number = parse_number(key[0])
-            pred_number = None if is_text else parse_number(key[1])
-            if gold_number is not None and pred_number is not None and (
-                    gold_number == pred_number or (gold_number.denominator == 1 and pred_number.denominator == 1)):
-                judged[key] = {"status": "correct" if gold_number == pred_number else "wrong", "pred": key[1],
-                               "numeric": canonical_number(pred_number), "fingerprint": None, "detail": ""}
+            decided = None if is_text else decide_numbers(key[0], key[1], number(key[0]), number(key[1]))
+            if decided is not None:
+                judged[key] = decided
             else:
                 judged[key] = {}
                 to_judge.append(key)
@@ -222,8 +268,8 @@ class Scorer:
             key = (item["gold"], item["pred"], item["pred_is_text"])
             result.setdefault("pred", None if key[2] else key[1])
             if result.get("numeric") is None and not key[2]:
-                number = parse_number(key[1])
-                result["numeric"] = canonical_number(number) if number is not None else None
+                value = number(key[1])
+                result["numeric"] = canonical_number(value) if value is not None else None
             judged[key] = result
         if progress is not None:
             progress(1.0)
@@ -235,13 +281,12 @@ class Scorer:
         for i in range(count):
             if verdicts[i] is not None:
                 continue
-            answer, is_text = preds[i]
-            result = judged[(gold_answers[i], answer if is_text else normalize_answer(answer), is_text)]
+            result = judged[keys[i]]
             status = result.get("status", "error")
             pred = result.get("pred")
             cluster = None
             if status in ("correct", "wrong", "timeout") and pred is not None:
-                own = result.get("numeric") or normalize_answer(pred)
+                own = result.get("numeric") or normalized(pred)
                 if result.get("fingerprint"):
                     own = fingerprint_cluster.setdefault((problems[i], result["fingerprint"]), own)
                 cluster = correct_cluster.setdefault(problems[i], own) if status == "correct" else own

@@ -68,7 +68,9 @@ def main() -> None:
     requests = sys.stdin.buffer
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints from libraries must not corrupt the reply stream
-    import rewards.equivalence  # noqa: F401 - pay the math-verify import before saying ready
+    from rewards.equivalence import warm_up
+
+    warm_up()  # pay math-verify's imports (and sympy's lazy ones) before saying ready
 
     replies.write(encode_frame(("ready", os.getpid())))
     replies.flush()

@@ -160,3 +160,52 @@ def test_default_vote_weights_equal_brute_force_when_scores_are_already_weights(
     assert resolve_vote_weight(np.array([-1.0, 2.0]), "score") == "sigmoid"
     assert resolve_vote_weight(np.array([-1.0, -2.0]), "mean_logprob") == "exp"
     assert resolve_vote_weight(np.array([0.5]), "score", "sigmoid") == "sigmoid"
+
+
+def test_dp_costs_for_every_k_equal_the_cost_of_each_k():
+    """The exact/Monte Carlo choice of the majority DP is made from costs computed once per problem."""
+    from inference.estimators import majority_dp_cost, majority_dp_costs
+
+    rng = np.random.default_rng(3)
+    ks = [1, 2, 3, 4, 8, 16, 32, 64, 100, 128, 256, 512, 1024]
+    for _ in range(200):
+        sizes = rng.integers(0, 400, size=int(rng.integers(1, 9)))
+        calls, flops = majority_dp_costs(sizes, ks)
+        assert [(int(c), float(f)) for c, f in zip(calls, flops)] == [majority_dp_cost(sizes, k) for k in ks]
+
+
+def test_permutation_pool_rows_are_uniform_and_pairwise_independent():
+    """Rows built as P_i o Q_j: each row a uniform permutation, two rows independent (chi-square-free check:
+    every frequency within 5 standard deviations of its expectation)."""
+    from inference.estimators import _permutation_prefix_sums
+
+    rng = np.random.default_rng(5)
+    values = np.array([1.0, 10.0, 100.0])  # prefix sums identify the order
+    trials = 6000
+    first, pair, other = np.zeros(3), np.zeros((3, 3)), np.zeros((3, 3))
+    for _ in range(trials):
+        prefix = _permutation_prefix_sums(values, 4, rng)  # a = b = 2: rows (0,0) (0,1) (1,0) (1,1)
+        lead = np.searchsorted(values, prefix[:, 1])  # which value comes first in each row
+        first[lead[0]] += 1
+        pair[lead[0], lead[1]] += 1  # rows sharing P_0
+        other[lead[0], lead[2]] += 1  # rows sharing Q_0
+    for counts, p in ((first, 1 / 3), (pair.ravel(), 1 / 9), (other.ravel(), 1 / 9)):
+        sd = np.sqrt(trials * p * (1 - p))
+        assert np.all(np.abs(counts - trials * p) < 5 * sd), counts
+
+
+def test_nested_small_subsets_are_uniform_for_every_k():
+    """One ordered draw serves every small k: each prefix is a uniform k-subset."""
+    from inference.estimators import _draw
+
+    p = ProblemSamples.from_answers(["a", "b", "c", "d", "e", "f", "g", "h", "i"], [True] * 9)
+    cache: dict = {}
+    rng = np.random.default_rng(9)
+    _, two = _draw(p, 2, 20_000, rng, cache, width=3)
+    _, three = _draw(p, 3, 20_000, rng, cache, width=3)
+    assert np.array_equal(two, three[:, :2])  # nested
+    for drawn, k in ((two, 2), (three, 3)):
+        assert all(len(set(row)) == k for row in drawn[:500])
+        hits = np.bincount(drawn.ravel(), minlength=9)  # each sample in k/9 of the subsets
+        expected, sd = 20_000 * k / 9, np.sqrt(20_000 * k / 9)
+        assert np.all(np.abs(hits - expected) < 5 * sd), hits
