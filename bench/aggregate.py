@@ -111,6 +111,8 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2, help="processes for the voting strategies")
     parser.add_argument("--out", type=Path, help="append this run's figures to a JSON-lines file")
+    parser.add_argument("--series", default="issue-28", help="label of the runs this one belongs to (READMEs "
+                        "select runs by it, e.g. the idle-core runs of one change)")
     args = parser.parse_args()
     load_at_start = round(os.getloadavg()[0], 2)
     ks = [2 ** i for i in range(args.samples.bit_length()) if 2 ** i <= args.samples]
@@ -152,7 +154,7 @@ def main() -> None:
     if args.out is not None:
         from core.provenance import provenance
 
-        record = {"provenance": provenance(), "series": "issue-28", "date": time.strftime("%Y-%m-%d"),
+        record = {"provenance": provenance(), "series": args.series, "date": time.strftime("%Y-%m-%d"),
                   "load_1m_at_start": load_at_start, "problems": args.problems,
                   "samples": args.samples, "ks": ks, "bootstrap": args.bootstrap, "workers": args.workers,
                   "lab_wall_s": round(lab, 2), "lab_cpu_s": round(lab_cpu, 2), "estimators": dict(kinds),

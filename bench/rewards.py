@@ -136,6 +136,8 @@ def main() -> None:
     parser.add_argument("--naive-subset", type=int, default=600, help="samples the naive loop is timed on")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="append this run's figures to a JSON-lines file")
+    parser.add_argument("--series", default="issue-28", help="label of the runs this one belongs to (READMEs "
+                        "select runs by it, e.g. the idle-core runs of one change)")
     args = parser.parse_args()
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     load_at_start = round(os.getloadavg()[0], 2)
@@ -193,7 +195,7 @@ def main() -> None:
     if args.out is not None:
         from core.provenance import provenance
 
-        record = {"provenance": provenance(), "series": "issue-28", "load_1m_at_start": load_at_start,
+        record = {"provenance": provenance(), "series": args.series, "load_1m_at_start": load_at_start,
                   "completions": len(rows), "lab_samples_per_s": round(lab_rate, 1),
                   "lab_wall_s": round(lab_seconds, 3), "lab_cpu_s": round(lab_cpu, 3),
                   "startup_s": round(startup_seconds, 2), "naive_samples_per_s": round(naive_rate, 2),
