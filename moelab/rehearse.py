@@ -25,14 +25,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime
 import json
 import os
 import re
 import resource
 import shlex
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -134,7 +132,7 @@ def rehearse(cfg: Any, recipe: str, overrides: list[str], layers: int | None, ou
     out.mkdir(parents=True, exist_ok=True)
     ctx = Context(on_gpu=_cuda(), real_data=real_data, standin_root=MODELS_DIR, port=_free_port())
     report: dict[str, Any] = {"recipe": recipe, "overrides": overrides, "kind": cfg.kind, "layers": layers or "full",
-                              "machine": _machine(ctx.on_gpu), "stages": [], "plan": None}
+                              "provenance": _provenance(ctx.on_gpu), "stages": [], "plan": None}
     kept = kept_models(cfg)
     report["rehearsed_models"] = kept
     saved_env = {k: os.environ.get(k) for k in ("MOELAB_REGISTRY", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
@@ -440,17 +438,13 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _machine(on_gpu: bool) -> dict[str, Any]:
+def _provenance(on_gpu: bool) -> dict[str, Any]:
+    """Where the rehearsal ran, beside the provenance record (command, commit, date, load)."""
     import platform
 
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
-        return done.stdout.strip()
+    from core.provenance import provenance
 
-    return {"date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-            "commit": git("rev-parse", "HEAD") or None, "uncommitted_changes": bool(git("status", "--porcelain")),
-            "host_cpus": os.cpu_count(), "python": platform.python_version(),
-            "device": "cuda" if on_gpu else "cpu"}
+    return {**provenance(), "python": platform.python_version(), "device": "cuda" if on_gpu else "cpu"}
 
 
 def write_report(report: dict[str, Any], path: Path, record: str | None) -> None:
@@ -466,11 +460,10 @@ def write_report(report: dict[str, Any], path: Path, record: str | None) -> None
 
 def markdown(report: dict[str, Any], json_name: str) -> str:
     """A short human summary of a rehearsal (the JSON beside it holds everything)."""
-    m = report["machine"]
+    m = report["provenance"]
     lines = [f"# Rehearsal of `{report['recipe']}` ({report['layers']} layers)", "",
-             f"Written by `{report.get('command')}` on {m['date_utc']} UTC, commit `{m['commit']}`"
-             f"{' (with uncommitted changes)' if m.get('uncommitted_changes') else ''}, "
-             f"{m['device']} with {m['host_cpus']} cores; every figure below is in `{json_name}`.", "",
+             f"Written by `{report.get('command')}` on {m['date']}, commit `{m['commit']}`, "
+             f"{m['device']} with {m['host']['cores']} cores; every figure below is in `{json_name}`.", "",
              "Rehearsed models (random-init stand-ins of the real architecture): "
              f"{', '.join(report['rehearsed_models'])}",
              "", "| stage | status | wall s | peak RSS MiB (self / largest child) |", "|---|---|---|---|"]
