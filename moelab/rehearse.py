@@ -30,6 +30,7 @@ import os
 import re
 import resource
 import shlex
+import shutil
 import socket
 import sys
 import threading
@@ -290,6 +291,7 @@ def write_cut_recipe(cfg: Any, kept: list[str], out: Path, ctx: Context) -> Path
     cut = OmegaConf.to_container(cfg, resolve=True)
     cut = OmegaConf.create(cut)
     job = (out / "job").resolve()
+    shutil.rmtree(job, ignore_errors=True)  # a rehearsal times the whole path: nothing resumed from the last one
     values = cuts_for(cfg.kind, cfg, ctx)
     if cfg.kind != "grpo":
         values["models"] = kept

@@ -53,6 +53,8 @@ print(', '.join(f'{n} {m.version(n)}' for n in names) + f'; torch.version.cuda {
 summary=$(grep -E '^=+ .*(passed|failed|error).* in [0-9.]+s' "$LOG" | tail -1 | sed -E 's/^=+ //; s/ =+$//')
 count() { echo "$summary" | grep -oE "[0-9]+ $1" | grep -oE '^[0-9]+' || echo 0; }
 {
+    PYTHONPATH="$LAB" python3 -c 'import sys; from core.provenance import provenance, provenance_line
+print(provenance_line(provenance(sys.argv[1:])))' scripts/check_gpu_set.sh "$@"
     echo "# scripts/check_gpu_set.sh: the GPU constraint set (constraints/gpu.txt) installed and tested on a CPU machine"
     echo "command: scripts/check_gpu_set.sh ${1:-}   (make install EXTRA=gpu; make test)"
     echo "source: $source"
