@@ -105,10 +105,10 @@ def cluster(tmp_path: Path) -> dict:
     return {"dir": tmp_path, "env": env}
 
 
-def submit(cluster: dict, command: list[str], **env: str) -> tuple[dict[int, int], str]:
+def submit(cluster: dict, command: list[str], timeout: int = 60, **env: str) -> tuple[dict[int, int], str]:
     """Run a stub submission from the repository root: ({index: exit status}, every task's output)."""
     done = subprocess.run(command, env={**cluster["env"], **env}, cwd=LAB, capture_output=True, text=True,
-                          timeout=60, check=False)
+                          timeout=timeout, check=False)
     assert done.returncode == 0, done.stderr
     return {int(k): v for k, v in json.loads(done.stdout).items()}, done.stderr
 
@@ -232,7 +232,7 @@ def test_real_moelab_array_then_collect_writes_the_unsharded_table(cluster, tmp_
     args = ["taskloss", "configs/taskloss/toy.yaml", "models=[toy-d64-E4-k2,toy-d64-E8-k2]", "limit=4",
             "backend.type=hf", f"output_dir={out}"]
     moelab = str(Path(sys.executable).parent / "moelab")
-    status, output = submit(cluster, ["sbatch", "--array=0-1", str(SLURM), *args], MOELAB=moelab)
+    status, output = submit(cluster, ["sbatch", "--array=0-1", str(SLURM), *args], timeout=600, MOELAB=moelab)
     assert status == {0: 0, 1: 0}, output
     assert "shard 1/2: toy-d64-E8-k2 (1 of 2 models)" in output and not (out / "taskloss.csv").exists()
     collect = subprocess.run([moelab, *args], env=cluster["env"], cwd=LAB, capture_output=True, text=True, timeout=300,

@@ -235,9 +235,9 @@ def test_every_named_results_file_exists():
 # Results files written before every writer recorded its provenance (core/provenance.py). The list
 # only shrinks: a re-run adds the record, and the test then asks for the name to leave the list.
 BEFORE_PROVENANCE = {
-    "bench-rewards.jsonl", "bench-sandbox.jsonl", "bench-sweep-prefill.txt", "bench-taskloss.txt",
+    "bench-sandbox.jsonl", "bench-sweep-prefill.txt", "bench-taskloss.txt",
     "demo-toy", "harness-1044db9-requests.json", "harness-82a9936-requests.json", "humaneval-code-checker.json",
-    "make-bench-2026-12-07.txt", "math-verify-peer-agreement-before.json", "posttrain-toy-timing.txt",
+    "make-bench-2026-12-07.txt", "posttrain-toy-timing.txt",
     "posttrain-toy.csv", "rule-audit-gsm8k.json", "rule-audit-math500.json", "sandbox-isolation.json",
     "toy-family", "toy-grid-1k-timing.txt", "toy-grid-1k.csv", "toy-grid-timing.txt", "toy-grid.csv"}
 
