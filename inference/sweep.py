@@ -302,6 +302,12 @@ def aggregate_and_plot(scored_path: Path, out_dir: Path, cfg: Any, stages: Seque
     if "aggregate" in stages:
         _aggregate(scored_path, metrics_path, cfg)
         outputs["metrics"] = metrics_path
+        trackers = list(getattr(cfg, "report_to", None) or [])
+        if trackers:  # after the file is written: a tracker never shows a table the run does not hold
+            from inference.trackers import log_metrics_table
+
+            log_metrics_table(metrics_path, trackers, run_name=cfg.run_name, project=cfg.project,
+                              logging_dir=out_dir / "runs")
     if "plot" in stages:
         if not metrics_path.is_file():
             raise UserError(f"{metrics_path} does not exist: run the 'aggregate' stage first")

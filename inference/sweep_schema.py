@@ -22,6 +22,7 @@ from inference.aggregate import ESTIMATORS, VOTE_WEIGHTS
 from inference.backends import BACKEND_NAMES
 from inference.estimators import STRATEGIES
 from inference.reward_model import REWARD_MODEL_KINDS
+from inference.trackers import TRACKERS
 from rewards.rules import RULES
 from tasks.prompts import PROMPT_STYLES, SHOT_MODES
 
@@ -157,6 +158,10 @@ class SweepConfig:
     backend: SweepBackendConfig = config_field(SweepBackendConfig, "generation backend")
     scoring: SweepScoringConfig = config_field(SweepScoringConfig, "answer checking and reward-model scores")
     aggregate: SweepAggregateConfig = config_field(SweepAggregateConfig, "estimators and confidence intervals")
+    report_to: list[Literal[TRACKERS]] = config_field([], "experiment trackers that receive metrics.csv after the "
+                                                          "aggregate stage (accuracy vs k per curve; tensorboard "
+                                                          "writes to <output_dir>/<run_name>/runs/)")
+    project: str = config_field("moelab", "tracker project (wandb, trackio)")
 
     @staticmethod
     def cross_check(cfg: Any) -> None:

@@ -39,6 +39,33 @@ def test_metrics_table_becomes_accuracy_vs_k_curves(tmp_path):
         log_metrics_table(rows, ["tensorbored"], run_name="x", logging_dir=tmp_path)
 
 
+def test_a_sweep_sends_its_metrics_table_to_the_recipes_trackers(tmp_path):
+    """`report_to` of a sweep recipe: the aggregate stage's metrics.csv reaches tensorboard, curve by curve."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from core.config import load_config
+    from inference.aggregate import read_metrics
+    from inference.sweep import aggregate_and_plot
+    from inference.sweep_schema import SweepConfig
+
+    rows = [{"model": "m", "dataset": "toy", "setting": "T0.8", "problem_id": f"q{p}", "sample_idx": i,
+             "answer": str(i % 3), "correct": (i + p) % 3 == 0, "score": 0.5} for p in range(3) for i in range(8)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "scored.parquet")
+    cfg = load_config(LAB / "configs" / "sweep" / "toy.yaml",
+                      ["report_to=[tensorboard]", "run_name=tracked", "sampling.num_samples=8",
+                       "aggregate.strategies=[pass,majority]", "aggregate.bootstrap=0"], schema=SweepConfig)
+    metrics = aggregate_and_plot(tmp_path / "scored.parquet", tmp_path / "tracked", cfg, ["aggregate"])["metrics"]
+    found = scalars(tmp_path / "tracked" / "runs" / "tracked")
+    table = [r for r in read_metrics(metrics) if r["strategy"] == "pass"]
+    assert table and found["m/toy/T0.8/pass/accuracy"] == pytest.approx({r["k"]: r["accuracy"] for r in table})
+    assert json.dumps(sorted(found)) == json.dumps(sorted({f"m/toy/T0.8/{s}/accuracy" for s in ("pass", "majority")}))
+    with pytest.raises(UserError, match="report_to"):
+        load_config(LAB / "configs" / "sweep" / "toy.yaml", ["report_to=[tensorbored]"], schema=SweepConfig)
+
+
 @pytest.mark.slow
 def test_toy_grpo_run_sends_eval_accuracy_moe_and_reward_to_tensorboard(tmp_path, monkeypatch, capsys):
     from rl.cli import run
