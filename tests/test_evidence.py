@@ -237,7 +237,7 @@ def test_every_named_results_file_exists():
 BEFORE_PROVENANCE = {
     "bench-sandbox.jsonl", "bench-sweep-prefill.txt", "bench-taskloss.txt",
     "demo-toy", "harness-1044db9-requests.json", "harness-82a9936-requests.json", "humaneval-code-checker.json",
-    "make-bench-2026-12-07.txt", "posttrain-toy-timing.txt",
+    "make-bench-2026-12-07.txt", "math-verify-peer-agreement-before.json", "posttrain-toy-timing.txt",
     "posttrain-toy.csv", "rule-audit-gsm8k.json", "rule-audit-math500.json", "sandbox-isolation.json",
     "toy-family", "toy-grid-1k-timing.txt", "toy-grid-1k.csv", "toy-grid-timing.txt", "toy-grid.csv"}
 
@@ -256,10 +256,11 @@ def has_provenance(file: Path) -> bool:
 
 
 def provenance_of(file: Path) -> Path | None:
-    """Where `file`'s record is: itself, a file of its folder whose name it extends (`x.md` and
-    `x-summary.csv` are written with `x.json` / `x.csv`), or a run's `timing.json` above it."""
+    """Where `file`'s record is: itself, the file it was written with (`x.md` and `x-summary.csv` beside
+    `x.json` / `x.csv`; not any name it merely extends: `x-before.json` is another experiment), or a run's
+    `timing.json` above it."""
     siblings = [s for s in file.parent.iterdir() if s.suffix in (".json", ".jsonl", ".csv", ".txt", ".md")
-                and not s.name.endswith(".provenance.json") and file.stem.startswith(s.stem)]
+                and not s.name.endswith(".provenance.json") and file.stem in (s.stem, f"{s.stem}-summary")]
     for candidate in [file, *siblings, *(d / "timing.json" for d in file.parents if d.is_relative_to(RESULTS))]:
         if candidate.is_file() and has_provenance(candidate):
             return candidate
