@@ -136,18 +136,22 @@ def shared_models(tmp_path_factory):
 
 
 def _host_gib_for_grpo(recipe: str, layers: int = 2) -> float:
-    """Host memory a CPU GRPO rehearsal needs: 2 processes, each with the fp32 stand-in policy and its
-    colocated vLLM copy, 1 GiB of KV cache each, ~2 GiB of libraries each (measured: d512-E8-k2 at
-    2 layers peaks at 5.8 GiB over both processes)."""
+    """Host memory a CPU GRPO rehearsal needs: 2 processes, each holding the fp32 stand-in policy, its
+    gradients and (ZeRO-2) half the Adam states, the KL reference model, a colocated vLLM copy with its KV
+    cache, and the libraries. Per parameter, as measured by the committed full-depth d512-E8-k2 rehearsal
+    (its largest process's peak RSS over its parameter count, libraries included)."""
     from checkpoints_index.index import count_params, resolve
 
     cfg = _recipe(recipe)
     if cfg.kind != "grpo":
         return 0.0
+    measured = json.loads((REPO / "docs" / "results" / "rehearse-d512-full-grpo.json").read_text())
+    peak_mib = next(s["peak_rss_mib"]["largest_child"] for s in measured["stages"] if s["name"] == "grpo")
+    bytes_per_param = peak_mib * 2**20 / measured["plan"]["jobs"][0]["total_params"]
     info = resolve(cfg.model.name)
     sizes = {f: getattr(info, f) for f in ("d_model", "num_heads", "num_experts", "top_k", "ffn_hidden", "vocab_size")}
     total, _ = count_params(num_layers=layers, **sizes)
-    return 2 * (2 * 4 * total / 2**30 + 1 + 2)
+    return 2 * bytes_per_param * total / 2**30
 
 
 @pytest.mark.slow
