@@ -155,6 +155,7 @@ def _host_gib_for_grpo(recipe: str, layers: int = 2) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.vllm_engine  # every paper recipe generates with vLLM (GRPO: colocated)
 @pytest.mark.parametrize("recipe", [str(p.relative_to(REPO)) for p in PAPER_RECIPES])
 def test_every_paper_recipe_rehearses_at_two_layers(recipe, shared_models, tmp_path, monkeypatch):
     import psutil
