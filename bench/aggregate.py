@@ -66,7 +66,7 @@ def study_prefix_loop(table, ks: list[int]) -> dict[str, np.ndarray]:
     for pid, idx, answer, correct, score in zip(*(table.column(c).to_pylist() for c in
                                                  ("problem_id", "sample_idx", "answer", "correct", "score"))):
         by_problem[pid].append((idx, answer, correct, score))
-    from inference.estimators import STRATEGIES
+    from inference.ttc.estimators import STRATEGIES
 
     out = {s: [] for s in STRATEGIES}
     for samples in by_problem.values():
@@ -103,7 +103,7 @@ def _cpu_seconds() -> float:
 
 
 def main() -> None:
-    from inference.aggregate import estimate_per_problem, summarize
+    from inference.ttc.aggregate import estimate_per_problem, summarize
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", type=int, default=1319)

@@ -3,7 +3,7 @@
 The study (a fork of Large Language Monkeys) calls `llm.generate([prompt] * 64, params)` once per
 problem: every call drains to its longest completion before the next problem starts, so the
 batch shrinks to a few stragglers at the end of each call. The lab's sweep path
-(`inference.backends.VLLMBackend`, what `moelab sweep` runs) puts a whole chunk of problems x
+(`inference.generation.backends.VLLMBackend`, what `moelab sweep` runs) puts a whole chunk of problems x
 samples into ONE `generate` call with per-sample seeds and logprobs, so continuous batching keeps
 the batch full. Same engine, same prompts, same sampling (T, top_p, max tokens, the study's stop
 strings `Question:` / `Q:`), same number of samples.
@@ -13,7 +13,7 @@ vary), and a random-weight d512-E8-k2 with fewer layers (`materialize_random`). 
 never write a stop string, so for the d512 model both paths get the same EOS logit bias, which
 gives the geometric spread of completion lengths that real sweeps have (`--eos-bias 0` disables).
 
-Prefill. Every path also reports the engine's own counters (`inference.backends.engine_counters`):
+Prefill. Every path also reports the engine's own counters (`inference.generation.backends.engine_counters`):
 engine steps, tokens scheduled, prompt tokens and the prompt tokens it computed itself rather than
 read from its prefix cache, and the lab path's prefix-cache hit rate. They are the engine-side
 proxy for GPU cost: on a GPU with the study's ~1,000-token few-shot prompts x 128 samples the
@@ -48,9 +48,14 @@ os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "all")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.backends import (GenerationRequest, SamplingSettings, VLLMBackend, engine_arguments,  # noqa: E402
-                                engine_counters)
-from inference.store import sample_seed  # noqa: E402
+from inference.generation.backends import (  # noqa: E402
+    GenerationRequest,
+    SamplingSettings,
+    VLLMBackend,
+    engine_arguments,
+    engine_counters,
+)
+from inference.generation.store import sample_seed  # noqa: E402
 from tasks.prompts import STUDY_STOP_STRINGS, format_prompt, shots_per_problem  # noqa: E402
 
 CPU_DEFAULT_BLOCK_SIZE = 128  # vLLM-CPU's own block size: the lab's engines used it before backend.block_size

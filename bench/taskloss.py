@@ -1,6 +1,6 @@
 """Answer tokens/s of the task loss: vLLM prompt log-probabilities vs one batched HF forward pass.
 
-Both scorers are `moelab taskloss`'s own (`inference.taskloss.VLLMTaskLoss`, `HFTaskLoss`), on the same
+Both scorers are `moelab taskloss`'s own (`inference.instruments.taskloss.VLLMTaskLoss`, `HFTaskLoss`), on the same
 examples: the toy task's 0-shot set on a toy member, and the study's GSM8K 4-shot set on a random-init
 2-layer d512-E8-k2 (`materialize_random`; byte-level stand-in tokenizer, so ~2,500 tokens per example).
 Timed after a warm-up call (vLLM's first prompt-logprobs request pays a one-time cost); medians of
@@ -39,7 +39,7 @@ def _time(scorer, examples, repeats: int) -> tuple[float, list]:
 
 
 def bench(label: str, source: str, examples: list, repeats: int, batch_size: int) -> tuple[str, float]:
-    from inference.taskloss import HFTaskLoss, VLLMTaskLoss, summarize
+    from inference.instruments.taskloss import HFTaskLoss, VLLMTaskLoss, summarize
 
     rates, bits = {}, {}
     for name in ("vllm", "hf"):

@@ -16,6 +16,18 @@ cost a queued job its allocation and model load. Three kinds of rule, each decla
     cfg = load_config("configs/sweep/toy.yaml", ["sampling.num_samples=64"], schema=SweepConfig)
     save_resolved_config(cfg, out_dir)          # every run writes config.yaml beside its outputs
 
+Overrides are what a person types. A composite job (demo, deficit, posttrain) that configures a
+sub-job passes what it sets as a mapping instead, `values=`, merged after the overrides (so the
+job's settings win) and validated with them: never `key=value` strings built in code.
+
+    load_config(path, user_overrides, schema=SweepConfig, values={"models": models, **placed_in(...)})
+
+Every schema also says where its job writes: `run_dir(cfg) -> Path`, the one folder of the run's
+outputs, and `placed_in(run_dir) -> dict`, the values that put a run there (its inverse), both static
+methods beside `cross_check`. OmegaConf configs are DictConfigs, not dataclass instances, so a
+`@property` would not reach them; a static method taking the config is the form `cross_check`
+already has. `moelab.recipes.run_dir` / `placed_in` pick the schema by `kind`.
+
 This is the bottom layer: it knows no job. The table from `kind` to schema lives in the application
 layer (`moelab.recipes`), which is the only code that knows every job.
 """
@@ -24,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +138,12 @@ def _strip_optional(hint: Any) -> Any:
     return hint
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None, schema: type) -> DictConfig:
-    """Merge schema defaults <- YAML recipe <- overrides; validate; return a typed DictConfig.
+def load_config(path: str | Path | None, overrides: list[str] | None, schema: type,
+                values: Mapping[str, Any] | None = None) -> DictConfig:
+    """Merge schema defaults <- YAML recipe <- overrides <- values; validate; return a typed DictConfig.
+
+    `overrides` are a person's `key=value` strings; `values` is what a job running this recipe sets
+    itself (e.g. `{"models": [...], "output_dir": "..."}`; sections as nested mappings), merged last.
 
     Raises `UserError` (one line naming the key and the file) on a recipe of another `kind`, an
     unknown key, a wrong type, a value outside its `Literal` choices or its bounds, a missing required
@@ -153,6 +170,12 @@ def load_config(path: str | Path | None, overrides: list[str] | None, schema: ty
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item.lstrip("+")]))
         except OmegaConfBaseException as err:
             raise UserError(f"override {item}: key '{err.full_key or key}': {_one_line(err)}") from None
+    if values:
+        try:
+            merged = OmegaConf.merge(merged, values)
+        except OmegaConfBaseException as err:
+            raise UserError(f"{source}: key '{err.full_key}' as set by the job that runs this recipe: "
+                            f"{_one_line(err)}") from None
     try:
         OmegaConf.to_container(merged, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as err:
@@ -244,3 +267,33 @@ def _type_name(hint: Any) -> str:
     if typing.get_origin(hint) is list and typing.get_args(hint):
         return f"list[{_type_name(typing.get_args(hint)[0])}]"
     return getattr(hint, "__name__", str(hint))
+
+
+class RunInOutputDir:
+    """Base of a recipe schema whose job writes into `output_dir` itself (eval, taskloss, grpo, toy train).
+
+    Every schema answers `run_dir(cfg)` (the folder its job writes into) and `placed_in(folder)` (the values
+    that make `folder` that folder, its exact inverse), so a job that runs other jobs (demo, deficit,
+    posttrain) places them by merging a mapping, whatever each kind's folder convention is.
+    """
+
+    @staticmethod
+    def run_dir(cfg: Any) -> Path:
+        return Path(cfg.output_dir)
+
+    @staticmethod
+    def placed_in(run_dir: Path) -> dict[str, Any]:
+        return {"output_dir": str(run_dir)}
+
+
+class RunInNamedDir:
+    """Base of a recipe schema whose job writes into `<output_dir>/<run_name>` (sweep, deficit); see
+    `RunInOutputDir`."""
+
+    @staticmethod
+    def run_dir(cfg: Any) -> Path:
+        return Path(cfg.output_dir) / cfg.run_name
+
+    @staticmethod
+    def placed_in(run_dir: Path) -> dict[str, Any]:
+        return {"output_dir": str(Path(run_dir).parent), "run_name": Path(run_dir).name}

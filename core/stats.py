@@ -1,9 +1,9 @@
 """Statistics every layer may need: the unbiased pass@k estimator and the percentile bootstrap over problems.
 
 They live in `core`, below everything, because they are statistics, not jobs: the sweeps' aggregation
-(`inference.estimators`, `inference.aggregate`) and the toy family's evaluator (`inference.toy_eval`)
-compute the same pass@k with it; the metrics' CIs (`inference.aggregate`), the GRPO before/after change
-(`rl.report`) and the deficit's gap tests (`inference.gaps`) draw the same bootstrap resamples with
+(`inference.ttc.estimators`, `inference.ttc.aggregate`) and the toy family's evaluator (`inference.toy.evaluate`)
+compute the same pass@k with it; the metrics' CIs (`inference.ttc.aggregate`), the GRPO before/after change
+(`rl.report`) and the deficit's gap tests (`inference.deficit.gaps`) draw the same bootstrap resamples with
 `bootstrap_weights`, so "paired" means the same thing everywhere: one draw of problems, applied to
 every quantity compared.
 """

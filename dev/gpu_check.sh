@@ -117,9 +117,9 @@ import torch
 from core.platform import prepare_vllm_environment
 
 prepare_vllm_environment()  # what the moelab CLI does first (CPU engine defaults; nothing on a GPU)
-import inference.sweep as sweep  # noqa: E402
+import inference.sweep.run as sweep  # noqa: E402
 from core.config import load_config  # noqa: E402
-from inference.sweep_schema import SweepConfig  # noqa: E402
+from inference.sweep.schema import SweepConfig  # noqa: E402
 
 timed = {"seconds": 0.0, "tokens": 0}
 real = sweep.make_backend

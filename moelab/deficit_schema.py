@@ -8,12 +8,11 @@ precomputed path wins, so a recipe can point at a demo's sweeps and still run th
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
-from core.config import config_field
-from inference.estimators import STRATEGIES
+from core.config import RunInNamedDir, config_field
+from inference.ttc.estimators import STRATEGIES
 
 
 @dataclass
@@ -28,8 +27,8 @@ class ModelSelection:
 class SubJob:
     recipe: Optional[str] = config_field(None, "recipe to run for the selected models (null: do not run)",
                                          must_exist=True)
-    overrides: list[str] = config_field([], "key=value overrides of that recipe (models and output_dir are set "
-                                            "by the deficit job)")
+    overrides: list[str] = config_field([], "key=value overrides of that recipe (models and where it writes are "
+                                            "set by the deficit job)")
     output: Optional[str] = config_field(None, "output of a run already made, read instead of running: results.csv "
                                                "(eval), taskloss.csv (taskloss), or that run's output_dir; a sweep "
                                                "run directory with scored.parquet and metrics.csv (sweep)")
@@ -78,7 +77,7 @@ class Analysis:
 
 
 @dataclass
-class DeficitConfig:
+class DeficitConfig(RunInNamedDir):
     kind: str = config_field("deficit", "recipe type")
     run_name: str = config_field("deficit", "outputs go to <output_dir>/<run_name>/")
     output_dir: str = config_field("outputs/deficit", "parent directory of deficit runs")
@@ -98,14 +97,14 @@ class DeficitConfig:
         must not run for hours before a bad taskloss override is found."""
         from moelab.recipes import check_sub_recipe
 
-        stand_ins = [f"models={json.dumps(list(cfg.models) or ['recipe-check'])}", "output_dir=recipe-check"]
+        models = {"models": list(cfg.models) or ["recipe-check"]}
         for kind in ("eval", "taskloss", "sweep"):
             job = cfg[kind]
             if job.recipe and not job.output:
                 datasets = list(job.get("datasets") or [None])
                 for dataset in datasets:
-                    chosen = [f"dataset={dataset}"] if dataset else []
-                    check_sub_recipe(f"{kind}.recipe", kind, job.recipe, [*job.overrides, *stand_ins, *chosen])
+                    chosen = {"dataset": dataset} if dataset else {}
+                    check_sub_recipe(f"{kind}.recipe", kind, job.recipe, list(job.overrides), {**models, **chosen})
         if cfg.grpo.recipe and not cfg.grpo.after_sweep:
-            check_sub_recipe("grpo.recipe", "grpo", cfg.grpo.recipe,
-                             [*cfg.grpo.overrides, "model.name=recipe-check", "output_dir=recipe-check"])
+            check_sub_recipe("grpo.recipe", "grpo", cfg.grpo.recipe, list(cfg.grpo.overrides),
+                             {"model": {"name": "recipe-check"}})

@@ -33,6 +33,8 @@ from core.config import load_config, save_resolved_config
 from core.errors import UserError
 from moelab.demo_schema import DemoConfig
 from moelab.members import member_grpo_recipe, member_slug, train_or_reuse
+from moelab.recipes import placed_in
+from moelab.recipes import run_dir as recipe_run_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,33 +74,36 @@ class StageClock:
 
 def run_deficit_stage(cfg: Any, run_dir: Path, models: list[str], trained: dict[str, str], before_dir: Path,
                       after_dir: Path, quick: bool) -> Path:
-    """`moelab deficit` on the demo's own sweeps (never sweeping or training again); returns its run directory."""
+    """`moelab deficit` on the demo's own sweeps (never sweeping or training again), in <run>/deficit; returns its
+    run directory."""
     from moelab.deficit import run_deficit
     from moelab.deficit_schema import DeficitConfig
 
-    overrides = [*cfg.deficit_overrides, *(cfg.quick.deficit_overrides if quick else []),
-                 f"models={json.dumps(models)}", f"output_dir={run_dir}", "run_name=deficit",
-                 f"sweep.output={before_dir}", "sweep.recipe=null", f"grpo.after_sweep={after_dir}", "grpo.recipe=null",
-                 f"grpo.trained={json.dumps(trained)}"]
-    run_deficit(load_config(cfg.deficit_recipe, overrides, schema=DeficitConfig))
-    return run_dir / "deficit"
+    overrides = [*cfg.deficit_overrides, *(cfg.quick.deficit_overrides if quick else [])]
+    values = {"models": models, **placed_in("deficit", run_dir / "deficit"),
+              "sweep": {"output": str(before_dir), "recipe": None},
+              "grpo": {"after_sweep": str(after_dir), "recipe": None, "trained": trained}}
+    deficit_cfg = load_config(cfg.deficit_recipe, overrides, schema=DeficitConfig, values=values)
+    run_deficit(deficit_cfg)
+    return recipe_run_dir(deficit_cfg)
 
 
 def run_demo(cfg: Any, quick: bool = False) -> Path:
     """Run (or resume) the whole demo; returns the path of report.md."""
-    from inference.sweep import run_sweep
-    from inference.sweep_schema import SweepConfig
+    from inference.sweep.run import run_sweep
+    from inference.sweep.schema import SweepConfig
 
     stage = StageClock()
-    run_dir = Path(cfg.output_dir) / (f"{cfg.run_name}-quick" if quick else cfg.run_name)
+    run_dir = DemoConfig.run_dir(cfg, quick=quick)
     save_resolved_config(cfg, run_dir)
     models = list(cfg.quick.models) if quick and cfg.quick.models else list(cfg.models)
     sweep_overrides = [*cfg.sweep_overrides, *(cfg.quick.sweep_overrides if quick else [])]
     grpo_overrides = [*cfg.grpo_overrides, *(cfg.quick.grpo_overrides if quick else [])]
 
-    def sweep(run_name: str, members: list[str]) -> Path:
-        overrides = [*sweep_overrides, f"output_dir={run_dir}", f"run_name={run_name}", f"models={json.dumps(members)}"]
-        sweep_cfg = load_config(cfg.sweep_recipe, overrides, schema=SweepConfig)
+    def sweep(name: str, members: list[str]) -> Path:
+        """The sweep recipe on `members` in <run>/<name>; returns its metrics.csv."""
+        values = {**placed_in("sweep", run_dir / name), "models": members}
+        sweep_cfg = load_config(cfg.sweep_recipe, sweep_overrides, schema=SweepConfig, values=values)
         return Path(run_sweep(sweep_cfg)["metrics"])
 
     # Validate the GRPO recipe for every member before the first (long) sweep starts.
@@ -123,7 +128,8 @@ def run_demo(cfg: Any, quick: bool = False) -> Path:
             sft_dirs[member] = run_dir / "sft" / member_slug(member)
             s = cfg.sft_control
             run_sft_control(grpo_cfgs[member], sft_dirs[member], steps=s.steps, learning_rate=s.learning_rate,
-                            batch_size=s.batch_size, seed=s.seed, before_eval_from=grpo_cfgs[member].output_dir)
+                            batch_size=s.batch_size, seed=s.seed,
+                            before_eval_from=recipe_run_dir(grpo_cfgs[member]))
 
     stage("3/5 sweep after GRPO")
     after = sweep("after", [trained[m] for m in models])
@@ -135,7 +141,7 @@ def run_demo(cfg: Any, quick: bool = False) -> Path:
     from moelab.demo_report import write_report
 
     report = write_report(run_dir, models, trained, before, after, cfg,
-                          grpo_dirs={m: Path(c.output_dir) for m, c in grpo_cfgs.items()}, deficit_dir=deficit_dir,
+                          grpo_dirs={m: recipe_run_dir(c) for m, c in grpo_cfgs.items()}, deficit_dir=deficit_dir,
                           sft_dirs=sft_dirs)
     timing = stage.write(run_dir / "timing.json", quick=quick)
     print(f"demo finished in {json.loads(timing.read_text())['seconds']} s (stage times: {timing})", flush=True)

@@ -1,14 +1,15 @@
 """The demo's last stage: per-member before/after plots, the cross-model plot, and report.md.
 
-Reads only the metrics CSVs the sweeps wrote (`inference.aggregate.read_metrics`), the GRPO runs'
-`eval.csv` and `summary.json` (and the SFT controls'), the deficit stage's `deficit.csv` and `report.md`; every number in the report is
-looked up from those files (`metric_value`, `paired_change`), so a test can re-derive each one.
+Reads only the metrics CSVs the sweeps wrote (`inference.ttc.aggregate.read_metrics`), the GRPO runs'
+`eval.csv` and `summary.json` (and the SFT controls'), the deficit stage's `deficit.csv` and its findings
+(`findings.json`, the list its report.md shows: `inference.deficit.report.read_findings`); every number in
+the report is looked up from those files (`metric_value`, `paired_change`), so a test can re-derive each one.
 Before -> after GRPO changes are quoted with their *paired* CIs (deficit.csv's `grpo_change_*`
 rows: the same problems and sampling seeds in both sweeps, so problem difficulty cancels); the
-per-sweep accuracies keep their own CIs. The figures are `inference.plots`' own, the sampled setting only
+per-sweep accuracies keep their own CIs. The figures are `inference.ttc.plots`' own, the sampled setting only
 (greedy is one point, in the table): the after-GRPO rows carry their member's name and a `run`
 column tells the two sweeps apart (`style_by`). The cross-model lines are (d_model, top_k) families,
-as everywhere (`inference.plots.family_of`).
+as everywhere (`checkpoints_index.params.family_of`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import csv
 import math
 from pathlib import Path
 from typing import Any
+
+from inference.deficit.measures import GREEDY, Measure
 
 BEFORE, AFTER = "before GRPO", "after GRPO"
 
@@ -49,7 +52,8 @@ def _runs(members: list[str], trained: dict[str, str], before: list[dict], after
 
 
 def _plots(plots: Path, members: list[str], rows: list[dict], strategies: list[str], budgets: list[int]) -> None:
-    from inference.plots import model_params, plot_cross_model, plot_curves, save_figure
+    from checkpoints_index.params import model_params
+    from inference.ttc.plots import plot_cross_model, plot_curves, save_figure
 
     for m in members:
         mine = [r for r in rows if r["model"] == m]
@@ -73,9 +77,10 @@ def _grpo_eval(grpo_dir: Path) -> tuple[dict | None, dict | None]:
     return first, last
 
 
-def paired_change(deficit_rows: list[dict], model: str, name: str) -> dict | None:
-    """The deficit stage's paired before -> after change of `model` (`name`: greedy, pass@1, majority@32)."""
-    return next((r for r in deficit_rows if r["model"] == model and r["measure"] == f"grpo_change_{name}"), None)
+def paired_change(deficit_rows: list[dict], model: str, strategy: str, k: int = 1) -> dict | None:
+    """The deficit stage's paired before -> after change of `model` at a budget (greedy, pass 1, majority 32)."""
+    name = Measure.change(strategy, k).name
+    return next((r for r in deficit_rows if r["model"] == model and r["measure"] == name), None)
 
 
 def _fmt_change(row: dict | None) -> str:
@@ -83,12 +88,6 @@ def _fmt_change(row: dict | None) -> str:
         return "-"
     v, low, high = (100 * float(row[c]) for c in ("value", "ci_low", "ci_high"))
     return f"{v:+.1f} [{low:+.1f}, {high:+.1f}]"
-
-
-def _deficit_findings(deficit_dir: Path) -> list[str]:
-    """The deficit report's findings, as it wrote them (one source for both reports)."""
-    text = (deficit_dir / "report.md").read_text().split("## Findings", 1)[-1].split("## Measures", 1)[0]
-    return text.strip().splitlines()
 
 
 def eval_change(run_dir: Path) -> dict | None:
@@ -129,8 +128,9 @@ def write_report(run_dir: Path, members: list[str], trained: dict[str, str], bef
                  cfg: Any, grpo_dirs: dict[str, Path], deficit_dir: Path | None = None,
                  sft_dirs: dict[str, Path] | None = None) -> Path:
     from checkpoints_index.index import resolve
-    from inference.aggregate import read_metrics
-    from inference.deficit import read_table
+    from inference.deficit.analysis import read_table
+    from inference.deficit.report import read_findings
+    from inference.ttc.aggregate import read_metrics
 
     before, after = read_metrics(before_csv), read_metrics(after_csv)
     deficit_rows = [] if deficit_dir is None else read_table(deficit_dir / "deficit.csv", ["model", "measure", "value",
@@ -161,8 +161,8 @@ def write_report(run_dir: Path, members: list[str], trained: dict[str, str], bef
               f"by problem (`{deficit_dir}/deficit.csv`, rows `grpo_change_*`).", "",
               f"| member | greedy | pass@1 | majority@{k_max} |", "|---|---|---|---|"]
     for m in members:
-        lines.append(f"| {m} | " + " | ".join(_fmt_change(paired_change(deficit_rows, m, name)) for name in
-                                            ("greedy", "pass@1", f"majority@{k_max}")) + " |")
+        lines.append(f"| {m} | " + " | ".join(_fmt_change(paired_change(deficit_rows, m, *budget)) for budget in
+                                            ((GREEDY, 1), ("pass", 1), ("majority", k_max))) + " |")
     if sft_dirs:
         lines += _control_section(members, grpo_dirs, sft_dirs, cfg)
     lines += ["", "## Findings (numbers from the CSVs above)", ""]
@@ -170,7 +170,7 @@ def write_report(run_dir: Path, members: list[str], trained: dict[str, str], bef
     if deficit_dir is not None:
         lines += ["", "## The reasoning deficit in this family", "",
                   f"From `moelab deficit` on the two sweeps (`{deficit_dir}/report.md`, every figure in "
-                  f"`{deficit_dir}/figures/`).", "", *_deficit_findings(deficit_dir), "",
+                  f"`{deficit_dir}/figures/`).", "", *read_findings(deficit_dir), "",
                   "![accuracy vs density](deficit/figures/f_accuracy_vs_density.png)",
                   "![TTC: accuracy vs task loss](deficit/figures/d_ttc_accuracy_vs_taskloss.png)"]
     lines += ["", "## GRPO runs", "", "| member | eval at first step | eval at last step | run dir |", "|---|---|---|---|"]
@@ -196,7 +196,7 @@ def _findings(members: list[str], trained: dict[str, str], before: list[dict], a
             continue
         gain_rl = 100 * (a1["accuracy"] - b1["accuracy"])
         gain_vote = 100 * (bm["accuracy"] - b1["accuracy"])
-        change = paired_change(deficit_rows, m, "pass@1")
+        change = paired_change(deficit_rows, m, "pass", 1)
         paired = "" if change is None else (f", paired 95% CI [{100 * float(change['ci_low']):+.1f}, "
                                             f"{100 * float(change['ci_high']):+.1f}]")
         out.append(f"- {m} ({params[m]:,} total parameters): GRPO moved pass@1 by {gain_rl:+.1f} points{paired} "

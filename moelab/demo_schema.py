@@ -8,12 +8,12 @@ pipeline on less work, never a different code path.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Optional
 
 from core.config import MISSING, config_field
-from inference.estimators import STRATEGIES
+from inference.ttc.estimators import STRATEGIES
 
 
 @dataclass
@@ -59,24 +59,33 @@ class DemoConfig:
     quick: QuickOverrides = config_field(QuickOverrides, "what `moelab demo --quick` changes")
 
     @staticmethod
+    def run_dir(cfg: Any, quick: bool = False) -> Path:
+        """The run's folder: <output_dir>/<run_name>, or <output_dir>/<run_name>-quick for `--quick`."""
+        return Path(cfg.output_dir) / (f"{cfg.run_name}-quick" if quick else cfg.run_name)
+
+    @staticmethod
+    def placed_in(run_dir: Path) -> dict[str, Any]:
+        """The values that make `run_dir` the run's folder (the inverse of `run_dir`, without --quick)."""
+        return {"output_dir": str(Path(run_dir).parent), "run_name": Path(run_dir).name}
+
+    @staticmethod
     def cross_check(cfg: Any) -> None:
         """The sweep, GRPO and deficit sub-recipes loaded now, with and without the --quick overrides, with
         stand-ins for what the demo sets (`moelab.recipes.check_sub_recipe`): the deficit stage comes last,
         and a bad value in its overrides must not wait for the sweeps and GRPO runs before it."""
         from moelab.recipes import check_sub_recipe
 
-        models = [f"models={json.dumps(list(cfg.models))}", "output_dir=recipe-check"]
+        models = {"models": list(cfg.models)}
         for quick in (False, True):
             extra = cfg.quick if quick else QuickOverrides()
             under = " with quick.*_overrides (--quick)" if quick else ""
             check_sub_recipe(f"sweep_recipe{under}", "sweep", cfg.sweep_recipe,
-                             [*cfg.sweep_overrides, *extra.sweep_overrides, *models])
+                             [*cfg.sweep_overrides, *extra.sweep_overrides], models)
             for key, recipe in [("grpo_recipe", cfg.grpo_recipe),
                                 *((f"grpo_recipes.{m}", r) for m, r in cfg.grpo_recipes.items())]:
-                check_sub_recipe(f"{key}{under}", "grpo", recipe,
-                                 [*cfg.grpo_overrides, *extra.grpo_overrides, "model.name=recipe-check",
-                                  "output_dir=recipe-check"])
+                check_sub_recipe(f"{key}{under}", "grpo", recipe, [*cfg.grpo_overrides, *extra.grpo_overrides],
+                                 {"model": {"name": "recipe-check"}})
             if cfg.deficit_recipe:
                 check_sub_recipe(f"deficit_recipe{under}", "deficit", cfg.deficit_recipe,
-                                 [*cfg.deficit_overrides, *extra.deficit_overrides, *models, "sweep.recipe=null",
-                                  "grpo.recipe=null"])
+                                 [*cfg.deficit_overrides, *extra.deficit_overrides],
+                                 {**models, "sweep": {"recipe": None}, "grpo": {"recipe": None}})

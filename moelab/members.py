@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from core.config import load_config
 from core.errors import UserError
+from moelab.recipes import placed_in, run_dir
 
 
 def member_slug(name: str) -> str:
@@ -24,11 +26,11 @@ def finished_grpo_run(grpo_cfg: Any) -> dict | None:
     """The summary of a GRPO run already finished from the same base weights and recipe, else None.
 
     A run trained from other weights (a toy member retrained in place) or another recipe is moved
-    aside to `<output_dir>.stale-N`, not deleted, so the rerun starts clean and nothing is lost.
+    aside to `<run_dir>.stale-N`, not deleted, so the rerun starts clean and nothing is lost.
     """
     from rl.train import run_identity
 
-    out = Path(grpo_cfg.output_dir)
+    out = run_dir(grpo_cfg)
     summary_path = out / "summary.json"
     if not summary_path.is_file():
         return None
@@ -44,13 +46,20 @@ def finished_grpo_run(grpo_cfg: Any) -> dict | None:
     return None
 
 
-def member_grpo_recipe(recipe: str, overrides: list[str], member: str, run_dir: Path) -> Any:
-    """The GRPO recipe of one family member inside a job's `run_dir` (the demo's, the deficit's): its own
-    output folder `run_dir/grpo/<member>` and registered name `<member>-grpo-<run_dir name>`."""
+def member_grpo_recipe(recipe: str, overrides: list[str], member: str, job_dir: Path,
+                       values: Mapping[str, Any] | None = None) -> Any:
+    """The GRPO recipe of one family member inside a job's run directory `job_dir` (the demo's, the deficit's,
+    a posttrain seed's): its run directory `job_dir/grpo/<member>` and registered name `<member>-grpo-<job_dir
+    name>`. `overrides`: the person's `key=value` strings; `values`: what the calling job sets besides (a mapping,
+    e.g. `{"grpo": {"seed": 1}}`), both applied before the member's own values."""
+    from omegaconf import OmegaConf
+
     from rl.schema import GRPORecipe
 
-    return load_config(recipe, [*overrides, f"model.name={member}", f"output_dir={run_dir / 'grpo' / member_slug(member)}",
-                                f"checkpoints.register_name={member_slug(member)}-grpo-{run_dir.name}"], schema=GRPORecipe)
+    slug = member_slug(member)
+    own = {"model": {"name": member}, **placed_in("grpo", job_dir / "grpo" / slug),
+           "checkpoints": {"register_name": f"{slug}-grpo-{job_dir.name}"}}
+    return load_config(recipe, overrides, schema=GRPORecipe, values=OmegaConf.merge(values or {}, own))
 
 
 def train_or_reuse(grpo_cfg: Any) -> str:
@@ -60,6 +69,6 @@ def train_or_reuse(grpo_cfg: Any) -> str:
     summary = finished_grpo_run(grpo_cfg)
     if summary is None:
         if run_recipe(grpo_cfg) != 0:
-            raise UserError(f"GRPO of {grpo_cfg.model.name} failed; see {grpo_cfg.output_dir}")
-        summary = json.loads((Path(grpo_cfg.output_dir) / "summary.json").read_text())
+            raise UserError(f"GRPO of {grpo_cfg.model.name} failed; see {run_dir(grpo_cfg)}")
+        summary = json.loads((run_dir(grpo_cfg) / "summary.json").read_text())
     return summary.get("registered") or summary["final_dir"]

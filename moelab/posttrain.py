@@ -49,17 +49,19 @@ def _run_one(cfg_yaml: str, member: str, method: str, seed: int) -> tuple[str, s
     from omegaconf import OmegaConf
 
     from moelab.members import member_grpo_recipe, train_or_reuse
+    from moelab.recipes import run_dir as run_dir_of
 
     cfg = OmegaConf.create(cfg_yaml)
     _own_rendezvous_port()
-    run_dir = Path(cfg.output_dir) / cfg.run_name / f"seed{seed}"
-    grpo_cfg = member_grpo_recipe(cfg.grpo_recipe, [*cfg.grpo_overrides, f"grpo.seed={seed}"], member, run_dir)
+    seed_dir = run_dir_of(cfg) / f"seed{seed}"
+    grpo_cfg = member_grpo_recipe(cfg.grpo_recipe, list(cfg.grpo_overrides), member, seed_dir,
+                                  values={"grpo": {"seed": seed}})
     if method == "grpo":
         train_or_reuse(grpo_cfg)
-        return member, method, seed, str(grpo_cfg.output_dir)
+        return member, method, seed, str(run_dir_of(grpo_cfg))
     from rl.sft_control import run_sft_control
 
-    out = run_dir / "sft" / Path(grpo_cfg.output_dir).name
+    out = seed_dir / "sft" / run_dir_of(grpo_cfg).name
     s = cfg.sft_control
     run_sft_control(grpo_cfg, out, steps=s.steps, learning_rate=s.learning_rate, batch_size=s.batch_size, seed=seed)
     return member, method, seed, str(out)
@@ -110,10 +112,12 @@ def run_posttrain(cfg: Any) -> Path:
     """Every (member, method, seed) run, then the table of per-seed and pooled changes."""
     from omegaconf import OmegaConf
 
+    from moelab.recipes import run_dir as run_dir_of
+
     if not cfg.models or not cfg.seeds:
         raise UserError("posttrain: models and seeds must each list at least one value")
     methods = ["grpo", "sft"] if cfg.sft_control.enabled else ["grpo"]
-    save_resolved_config(cfg, Path(cfg.output_dir) / cfg.run_name)
+    save_resolved_config(cfg, run_dir_of(cfg))
     jobs = [(m, method, s) for m in cfg.models for s in cfg.seeds for method in methods]
     cfg_yaml = OmegaConf.to_yaml(cfg)
     start = time.time()

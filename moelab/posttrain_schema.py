@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from core.config import MISSING, config_field
@@ -27,6 +28,17 @@ class PosttrainConfig:
     results: str = config_field("outputs/posttrain/toy/posttrain.csv", "the table of per-seed and pooled changes")
 
     @staticmethod
+    def run_dir(cfg: Any) -> Path:
+        """The run's folder: <output_dir>/<run_name> (seed<s>/ per seed; the table goes to `results`)."""
+        return Path(cfg.output_dir) / cfg.run_name
+
+    @staticmethod
+    def placed_in(run_dir: Path) -> dict[str, Any]:
+        """The values that make `run_dir` the run's folder, the table `results` inside it (as the defaults)."""
+        return {"output_dir": str(Path(run_dir).parent), "run_name": Path(run_dir).name,
+                "results": str(Path(run_dir) / "posttrain.csv")}
+
+    @staticmethod
     def cross_check(cfg: Any) -> None:
         """Members and seeds listed once each, and the GRPO recipe loaded now with its overrides."""
         from moelab.recipes import check_sub_recipe
@@ -37,5 +49,5 @@ class PosttrainConfig:
                 raise UserError(f"{key}: list at least one")
             if len(set(values)) < len(values):
                 raise UserError(f"{key}: {sorted({v for v in values if values.count(v) > 1})} listed more than once")
-        check_sub_recipe("grpo_recipe", "grpo", cfg.grpo_recipe,
-                         [*cfg.grpo_overrides, "model.name=recipe-check", "output_dir=recipe-check"])
+        check_sub_recipe("grpo_recipe", "grpo", cfg.grpo_recipe, list(cfg.grpo_overrides),
+                         {"model": {"name": "recipe-check"}})

@@ -5,7 +5,7 @@
     moelab push outputs/grpo/toy-d64-E8-k2 --repo-id me/toy-E8-grpo           # final model + model card
     moelab push DIR --repo-id ID --dry-run                                    # list the files, print the card
 
-A directory with `final/config.json` is a GRPO run (`rl.hub`), anything else a sweep (`inference.hub`).
+A directory with `final/config.json` is a GRPO run (`rl.hub`), anything else a sweep (`inference.jobs.hub`).
 Repositories are created private unless `--public`. Log in first (`hf auth login` or HF_TOKEN).
 """
 
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         result = push_run(directory, args.repo_id, private=not args.public, dry_run=args.dry_run)
         kind = "model"
     else:
-        from inference.hub import push_sweep
+        from inference.jobs.hub import push_sweep
 
         result = push_sweep(directory, args.repo_id, private=not args.public, completions=args.completions,
                             dry_run=args.dry_run)

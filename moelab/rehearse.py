@@ -130,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
 def rehearse(cfg: Any, recipe: str, overrides: list[str], layers: int | None, out: Path,
              real_data: bool = False) -> dict[str, Any]:
     """Run every stage, each recorded whatever happens; returns the report (`rehearsal.json`)."""
-    from moelab import rehearse_plan, rehearse_standins as standins
+    from moelab import rehearse_plan
+    from moelab import rehearse_standins as standins
 
     out.mkdir(parents=True, exist_ok=True)
     ctx = Context(on_gpu=_cuda(), real_data=real_data, standin_root=MODELS_DIR, port=_free_port())
@@ -326,7 +327,7 @@ def cuts_for(kind: str, cfg: Any, ctx: Context) -> dict[str, Any]:
         if not ctx.real_data:
             values["data.datasets"] = [standins.dataset_standin(d)[0] for d in cfg.data.datasets]
         if cfg.scoring.reward_model and not Path(cfg.scoring.reward_model).is_dir():
-            from inference.reward_model import reward_model_kind
+            from inference.generation.reward_model import reward_model_kind
 
             kind_rm = reward_model_kind(cfg.scoring.reward_model, cfg.scoring.reward_model_kind)
             values["scoring.reward_model"] = ctx.reward_models.get(kind_rm)
@@ -416,7 +417,7 @@ def cfg_value(cfg: Any, key: str) -> Any:
 
 def _reward_model_kinds(cfg: Any) -> list[str]:
     """Adapter kinds of the reward models the recipe (or its sweep sub-recipe) names and that are not local."""
-    from inference.reward_model import reward_model_kind
+    from inference.generation.reward_model import reward_model_kind
     from moelab.recipes import load_recipe
 
     sweep = cfg if cfg.kind == "sweep" else None

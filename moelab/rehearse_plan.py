@@ -12,7 +12,7 @@ sample, every step), with nothing loaded:
 - tokens: upper bounds, problems x samples x max tokens. A prompt's tokens are bounded by its UTF-8
   bytes + BOS (every token of a byte-level or BPE tokenizer covers at least one byte), so no real
   tokenizer is needed; GRPO prompts by `data.max_prompt_length`;
-- FLOPs: `inference.compute.generation_flops` (2 x non-embedding active parameters per token, prompt
+- FLOPs: `inference.ttc.compute.generation_flops` (2 x non-embedding active parameters per token, prompt
   and generated) on those bounds; GRPO training adds the backward pass, 2x the forward (Kaplan 2020,
   C = 6N per token), over every prompt + completion token, once for the policy and once more forward
   for the reference model when `grpo.beta > 0`.
@@ -29,7 +29,7 @@ import yaml
 
 from checkpoints_index.index import CheckpointInfo, resolve
 from core.errors import UserError
-from inference.compute import forward_params_of, generation_flops
+from inference.ttc.compute import forward_params_of, generation_flops
 
 GIB = 2**30
 BF16_BYTES = 2
@@ -140,7 +140,7 @@ def _prompt_token_bound(prompts: list[str]) -> int:
 
 def sweep_plan(cfg: Any) -> list[dict[str, Any]]:
     """Per model: problems x samples x max new tokens to generate, samples to score, and FLOPs."""
-    from inference.sweep import load_dataset_prompts, settings_from_config
+    from inference.sweep.run import load_dataset_prompts, settings_from_config
 
     samples = sum(s.num_samples for s in settings_from_config(cfg))
     try:

@@ -1,7 +1,7 @@
 """`moelab toy train|eval`: rebuild and measure the toy sparsity family. Cheap to import (no torch).
 
 In the application layer because it drives two layers: training (`checkpoints_index.toy.train`) and
-measuring through the lab's generation and scoring (`inference.toy_eval`).
+measuring through the lab's generation and scoring (`inference.toy.evaluate`).
 
     moelab toy train [RECIPE.yaml] [key=value ...]   # default recipe: configs/toy/train.yaml's values
     moelab toy eval [--models DIR ...] [--num-problems 500] [--samples 8] [--temperature 0.8] [--out DIR]
@@ -93,7 +93,7 @@ def _eval(args: argparse.Namespace) -> int:
     for model_dir in model_dirs:
         if not (Path(model_dir) / "config.json").is_file():
             raise UserError(f"--models: {model_dir} has no config.json")
-    from inference.toy_eval import evaluate_family
+    from inference.toy.evaluate import evaluate_family
 
     if args.backend == "hf" and args.threads:
         import torch
@@ -107,11 +107,11 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _grid(args: argparse.Namespace) -> int:
-    from checkpoints_index.toy.schema import ToyGridConfig
     from core.config import load_config
+    from inference.toy.schema import ToyGridConfig
 
     cfg = load_config(*_recipe_and_overrides(args), schema=ToyGridConfig)
-    from inference.toy_grid import run_grid
+    from inference.toy.grid import run_grid
 
     run_grid(cfg)
     return 0

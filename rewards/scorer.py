@@ -12,7 +12,8 @@ Why it is fast: test-time sweeps hold hundreds of samples per problem with few d
 Answers are extracted in this process with linear regexes; each distinct program runs once;
 each distinct (gold, normalised answer) pair is judged once; pairs of plain numbers are decided
 here exactly (`1,234` = `1234.0`; unequal integers are wrong); only the rest goes to
-math-verify, in worker processes, in parallel, each gold parsed once per worker.
+math-verify, in worker processes, in parallel, each gold parsed once per worker. (That is the lab's
+rule, a record per completion through four phases: `rewards.lab_rule`.)
 
 Why it cannot hang: math-verify and model code run only in `rewards.pool` workers, each item held
 to `deadline_s` (the worker is killed and replaced when missed). Works from any thread, from
@@ -30,104 +31,22 @@ import atexit
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from fractions import Fraction
+from typing import Self
 
 from core.errors import UserError
-from rewards.extract import (MAX_COMPLETION_CHARS, canonical_number, clean_number, extract_answer, extract_gold,
-                             normalize_answer, parse_number, resolve_task)
+from rewards.extract import MAX_COMPLETION_CHARS, resolve_task
+from rewards.lab_rule import LabScoring
 from rewards.pool import WorkerPool, antlr411_path
 from rewards.rules import resolve_rule, study_answer, study_grpo_program, verl_gold
 from rewards.sandbox import announce_isolation, deadline_for
+from rewards.verdict import STATUSES, Verdict, as_verdict, bad_input, completion_text, program_failure
 
-STATUSES = ("correct", "wrong", "no_answer", "timeout", "error")
+# STATUSES, Verdict and completion_text live in `rewards.verdict` (shared with `rewards.lab_rule`); callers
+# import them from here.
+__all__ = ["DEFAULT_DEADLINE_S", "STATUSES", "Scorer", "Verdict", "completion_text", "default_scorer",
+           "score_samples"]
+
 DEFAULT_DEADLINE_S = 5.0
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """One completion's verdict. `reward` is 1.0 iff `status == "correct"`.
-
-    status: `correct` / `wrong` (judged), `no_answer` (nothing extractable, or the program failed),
-    `timeout` (the check or program missed its deadline), `error` (bad input or gold, checker crash, a
-    program that crashed its process).
-    `pred`: the extracted answer (None if none); `cluster`: the vote key (None: does not vote);
-    `detail`: why, for the non-obvious statuses.
-    """
-
-    status: str
-    reward: float
-    pred: str | None
-    cluster: str | None
-    detail: str = ""
-
-
-def _bad_input(text: str | None, gold_readable: bool, gold_problem: str = "gold answer") -> Verdict | None:
-    """The `error` verdict of a missing completion or an unreadable gold; None when both are usable."""
-    if text is not None and gold_readable:
-        return None
-    return Verdict("error", 0.0, None, None, f"missing or malformed {'completion' if text is None else gold_problem}")
-
-
-def _program_failure(result: dict, otherwise: str) -> str:
-    """The verdict of a program that gave no usable answer: `timeout`, `error` for a crash or a sandbox that
-    cannot run (never a plain failure), else `otherwise` (`no_answer`; `wrong` for code tasks' tests)."""
-    return {"timeout": "timeout", "crashed": "error", "error": "error"}.get(str(result.get("status")), otherwise)
-
-
-def _verdict(status: str, pred: str | None, cluster: str | None, detail: object = "") -> Verdict:
-    """A checker's result as a Verdict: an unknown status is `error`, the reward follows the status."""
-    status = status if status in STATUSES else "error"
-    return Verdict(status, 1.0 if status == "correct" else 0.0, pred, cluster, str(detail))
-
-
-class _Memo(dict):
-    """A pure function of one string, computed once per distinct argument (one `score` call's lifetime)."""
-
-    def __init__(self, function: Callable[[str], object]):
-        super().__init__()
-        self.function = function
-
-    def __call__(self, argument: str):
-        try:
-            return self[argument]
-        except KeyError:
-            value = self[argument] = self.function(argument)
-            return value
-
-
-def decide_numbers(gold: str, pred: str, gold_number: Fraction | None, pred_number: Fraction | None) -> dict | None:
-    """math-verify's verdict on two plain numbers, decided here without a worker round trip; None when
-    math-verify's own rules are needed. Equal values are `correct`. Unequal values are `wrong` when both are
-    integers, or both exact fractions (no decimal point, numerator and denominator below 10^6): math-verify
-    then compares them exactly (`grader.sympy_numeric_eq` rounds only when one side is a float; should the
-    parse stay an unevaluated quotient, its 15-digit `evalf` of the difference, at least 1e-12 here, is not
-    chopped to 0, and simplify cannot equate two distinct rationals). A decimal goes to math-verify, which
-    rounds to 6 places (`0.333333` = 1/3). `tests/test_rewards_speed.py` checks every decision against the
-    workers' verdict."""
-    if gold_number is None or pred_number is None:
-        return None
-    integers = gold_number.denominator == 1 and pred_number.denominator == 1
-    if gold_number != pred_number and not integers and not (_exact(gold, gold_number) and _exact(pred, pred_number)):
-        return None
-    return {"status": "correct" if gold_number == pred_number else "wrong", "pred": pred,
-            "numeric": canonical_number(pred_number), "fingerprint": None, "detail": ""}
-
-
-def _exact(text: str, value: Fraction) -> bool:
-    return "." not in text and abs(value.numerator) < 10**6 and value.denominator < 10**6
-
-
-def completion_text(completion: object) -> str | None:
-    """A plain string, or TRL's conversational form `[{"role": "assistant", "content": ...}]`."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, (list, tuple)) and completion:
-        messages = [m for m in completion if isinstance(m, dict) and isinstance(m.get("content"), str)]
-        assistant = [m for m in messages if m.get("role", "assistant") == "assistant"]
-        if assistant or messages:
-            return (assistant or messages)[-1]["content"]
-    return None
 
 
 class Scorer:
@@ -145,7 +64,7 @@ class Scorer:
         self.pool = WorkerPool(self.num_workers, memory_mb=worker_memory_mb)
         self._study_pool: WorkerPool | None = None  # rule=study's checkers (antlr4 4.11 first), started on use
 
-    def __enter__(self) -> Scorer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -185,114 +104,10 @@ class Scorer:
             if progress is not None:
                 progress(1.0)
             return verdicts
-        inner_timeout = max(1, int(deadline // 2))  # math-verify's own alarm, inside the hard deadline
         workers = min(num_workers or self.num_workers, self.num_workers)
-        count = len(completions)
-        verdicts: list[Verdict | None] = [None] * count
-        preds: list[tuple[str, bool] | None] = [None] * count  # (answer, is completion tail)
-        gold_answers: list[str | None] = [None] * count
-
-        # 1. Extract answers and golds here (cheap, linear); collect distinct programs. A sweep repeats each
-        #    gold once per sample, and answers (and short completions) many times: pure functions of them run
-        #    once per distinct string in a call.
-        programs: dict[str, list[int]] = {}
-        gold_answer_of: dict[str, str] = {}
-        normalized = _Memo(normalize_answer)
-        extracted = _Memo(lambda text: extract_answer(task, text, strict=strict, execute_code=execute_code))
-        for i, (gold, completion) in enumerate(zip(golds, completions)):
-            text = completion_text(completion)
-            gold_text = None if gold is None else str(gold)
-            verdicts[i] = _bad_input(text, gold_text is not None and bool(gold_text.strip()))
-            if verdicts[i] is not None:
-                continue
-            gold_answer = gold_answer_of.get(gold_text)
-            if gold_answer is None:
-                gold_answer = gold_answer_of[gold_text] = extract_gold(gold_text)
-            gold_answers[i] = gold_answer
-            found = extracted(text)
-            if found.code is not None:
-                programs.setdefault(found.code, []).append(i)
-            elif found.pred is None:
-                verdicts[i] = Verdict("no_answer", 0.0, None, None, "no answer found")
-            else:
-                preds[i] = (found.pred, found.source == "text")
-
-        total_items = [len(programs)]
-        done = [0]
-
-        def tick(n: int) -> None:
-            done[0] += n
-            if progress is not None:
-                progress(min(1.0, done[0] / max(1, total_items[0])))
-
-        # 2. Run each distinct program once; its return value becomes the answer.
-        if programs:
-            isolation = announce_isolation()
-            code_items = [{"kind": "code", "code": code, "isolation": isolation, "timeout_s": self.code_timeout_s,
-                           "memory_mb": self.code_memory_mb,
-                           "deadline_s": deadline_for(code, self.code_timeout_s) + 2.5}
-                          for code in programs]
-            for result, indices in zip(self.pool.run(code_items, workers, tick), programs.values()):
-                answer = result.get("answer")
-                for i in indices:
-                    if result.get("status") == "ok" and answer:
-                        number = clean_number(answer) if task != "math" else None
-                        preds[i] = (number or normalize_answer(answer), False)
-                    else:
-                        status = _program_failure(result, "no_answer")
-                        verdicts[i] = Verdict(status, 0.0, None, None, "code: " + str(result.get("detail", "")))
-
-        # 3. Decide plain numbers here; collect distinct pairs for math-verify.
-        judged: dict[tuple[str, str, bool], dict] = {}
-        to_judge: list[tuple[str, str, bool]] = []
-        keys: list[tuple[str, str, bool] | None] = [None] * count
-        number = _Memo(parse_number)
-        for i in range(count):
-            if verdicts[i] is not None or preds[i] is None:
-                continue
-            answer, is_text = preds[i]
-            key = keys[i] = (gold_answers[i], answer if is_text else normalized(answer), is_text)
-            if key in judged:
-                continue
-            decided = None if is_text else decide_numbers(key[0], key[1], number(key[0]), number(key[1]))
-            if decided is not None:
-                judged[key] = decided
-            else:
-                judged[key] = {}
-                to_judge.append(key)
-        total_items[0] += len(to_judge)
-        judge_items = [{"kind": "judge", "gold": gold, "pred": pred, "pred_is_text": is_text,
-                        "timeout_s": inner_timeout, "deadline_s": deadline}
-                       for gold, pred, is_text in sorted(to_judge)]  # same gold together: cache hits
-        for item, result in zip(judge_items, self.pool.run(judge_items, workers, tick)):
-            key = (item["gold"], item["pred"], item["pred_is_text"])
-            result.setdefault("pred", None if key[2] else key[1])
-            if result.get("numeric") is None and not key[2]:
-                value = number(key[1])
-                result["numeric"] = canonical_number(value) if value is not None else None
-            judged[key] = result
-        if progress is not None:
-            progress(1.0)
-
-        # 4. Verdicts and clusters, in sample order (first-seen answer names a cluster).
-        problems = problem_ids if problem_ids is not None else gold_answers
-        correct_cluster: dict[object, str] = {}
-        fingerprint_cluster: dict[tuple[object, str], str] = {}
-        for i in range(count):
-            if verdicts[i] is not None:
-                continue
-            result = judged[keys[i]]
-            status = result.get("status", "error")
-            pred = result.get("pred")
-            cluster = None
-            if status in ("correct", "wrong", "timeout") and pred is not None:
-                own = result.get("numeric") or normalized(pred)
-                if result.get("fingerprint"):
-                    own = fingerprint_cluster.setdefault((problems[i], result["fingerprint"]), own)
-                cluster = correct_cluster.setdefault(problems[i], own) if status == "correct" else own
-            verdicts[i] = _verdict(status, pred, cluster, result.get("detail", ""))
-        return verdicts  # type: ignore[return-value]
-
+        return LabScoring(self.pool, task, execute_code=execute_code, strict=strict, deadline_s=deadline,
+                          workers=workers, code_timeout_s=self.code_timeout_s, code_memory_mb=self.code_memory_mb,
+                          progress=progress).score(golds, completions, problem_ids)
 
     def _score_study(self, task: str, golds: Sequence[object], completions: Sequence[object], deadline: float,
                      num_workers: int | None) -> list[Verdict]:
@@ -303,7 +118,7 @@ class Scorer:
         for i, (gold, completion) in enumerate(zip(golds, completions)):
             text = completion_text(completion)
             gold_answer = study_answer(task, str(gold), is_gold=True) if gold is not None else None
-            verdicts[i] = _bad_input(text, gold_answer is not None, "gold answer (the study's rule reads none from it)")
+            verdicts[i] = bad_input(text, gold_answer is not None, "gold answer (the study's rule reads none from it)")
             if verdicts[i] is not None:
                 continue
             pred = study_answer(task, text)
@@ -322,8 +137,8 @@ class Scorer:
                      for pred, gold in distinct]  # is_equiv holds itself to 5 s (its own alarm)
             results = dict(zip(distinct, self._study_pool.run(items, num_workers)))
             for i, pair in pairs.items():
-                verdicts[i] = _verdict(results[pair].get("status", "error"), pair[0], pair[0],
-                                       results[pair].get("detail", ""))
+                verdicts[i] = as_verdict(results[pair].get("status", "error"), pair[0], pair[0],
+                                         results[pair].get("detail", ""))
         return verdicts  # type: ignore[return-value]
 
     def _score_code(self, tests: Sequence[object], programs: Sequence[object],
@@ -336,7 +151,7 @@ class Scorer:
         runs: dict[str, list[int]] = {}
         for i, (test, program) in enumerate(zip(tests, programs)):
             text = completion_text(program)
-            verdicts[i] = _bad_input(text, test is not None and bool(str(test).strip()), "tests")
+            verdicts[i] = bad_input(text, test is not None and bool(str(test).strip()), "tests")
             if verdicts[i] is None:
                 runs.setdefault(f"{text}\n{test}\n", []).append(i)
         isolation = announce_isolation() if runs else None
@@ -347,7 +162,7 @@ class Scorer:
             status = str(result.get("status"))
             detail = "" if status == "ok" else "code: " + str(result.get("detail", ""))
             verdict = ("correct" if status == "ok" and result.get("answer") == "passed" else
-                       _program_failure(result, "wrong"))
+                       program_failure(result, "wrong"))
             for i in indices:
                 verdicts[i] = Verdict(verdict, 1.0 if verdict == "correct" else 0.0,
                                       "passed" if verdict == "correct" else None, None, detail)
@@ -363,7 +178,7 @@ class Scorer:
         todo: dict[int, tuple[str, str]] = {}
         for i, (gold, completion) in enumerate(zip(golds, completions)):
             text = completion_text(completion)
-            verdicts[i] = _bad_input(text, gold is not None and bool(str(gold).strip()))
+            verdicts[i] = bad_input(text, gold is not None and bool(str(gold).strip()))
             if verdicts[i] is not None:
                 continue
             todo[i] = (text[-MAX_COMPLETION_CHARS:], verl_gold(task, str(gold)))
@@ -372,8 +187,8 @@ class Scorer:
         crashed: dict[str, str] = {}
         for stage in (0, 1):
             programs: dict[tuple[str, str], list[str]] = {}
-            for text in answers:
-                program = study_grpo_program(text, stage) if answers[text] is None and text not in crashed else None
+            for text, answer in answers.items():
+                program = study_grpo_program(text, stage) if answer is None and text not in crashed else None
                 if program is not None:
                     programs.setdefault(program, []).append(text)
             isolation = announce_isolation() if programs else None
@@ -397,9 +212,9 @@ class Scorer:
                 continue
             result = results[key]
             pred = result.get("pred")
-            verdicts[i] = _verdict(result.get("status", "error"), pred,
-                                   pred if result.get("status") in ("correct", "wrong") else None,
-                                   result.get("detail", ""))
+            verdicts[i] = as_verdict(result.get("status", "error"), pred,
+                                     pred if result.get("status") in ("correct", "wrong") else None,
+                                     result.get("detail", ""))
         return verdicts  # type: ignore[return-value]
 
 

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from transformers import TrainerCallback
 
-from inference.greedy import greedy_completions  # chat-rendered prompts: BOS is in the text
+from inference.generation.greedy import greedy_completions  # chat-rendered prompts: BOS is in the text
 from rl.moe_metrics import ExpertLoadMeter
 from rl.report import SAMPLES_FILE  # the file rl.report reads: one name for writer and reader
 

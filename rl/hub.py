@@ -5,7 +5,7 @@ TRL's card names the trainer and the dataset but not what this study needs to re
 base checkpoint and its weights version, the reward rule that decided "correct", the greedy eval
 table with the paired before -> after CI, the resolved recipe — and TRL pushes every checkpoint
 mid-run, which a 52B MoE run does not want. The card is written to `final/README.md` of every run
-(pushed or not); the upload is one commit through `inference.hub.push_files`.
+(pushed or not); the upload is one commit through `inference.jobs.hub.push_files`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import UserError
-from inference.hub import markdown_table, push_files
+from inference.jobs.hub import markdown_table, push_files
 
 RUN_FILES = ("config.yaml", "eval.csv", "summary.json", "versions.json", "grpo_config.json")
 

@@ -27,9 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
-from core.config import Dtype, config_field
+from core.config import Dtype, RunInOutputDir, config_field
 from core.errors import UserError
-from inference.trackers import TRACKERS
+from inference.jobs.trackers import TRACKERS
 from tasks.prompts import RENDER_STYLES
 
 # TRL 1.16 GRPOConfig `loss_type` help ("Supported values are ..."); tests hold the list to TRL's.
@@ -185,7 +185,7 @@ class LaunchSection:
 
 
 @dataclass
-class GRPORecipe:
+class GRPORecipe(RunInOutputDir):
     kind: str = config_field("grpo", help="recipe type")
     output_dir: str = config_field(help="run directory: checkpoints, logs, eval.csv, resolved configs")
     max_steps: int = config_field(-1, help="optimizer steps (-1: num_train_epochs decides)", at_least=-1)

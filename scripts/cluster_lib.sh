@@ -79,7 +79,7 @@ read_overrides() {
 }
 
 # run_shard INDEX COUNT SUBCOMMAND RECIPE [key=value ...]: one array task, `$MOELAB SUBCOMMAND RECIPE
-# [key=value ...] --shard INDEX/COUNT` (inference/shards.py: which task gets which models); returns its exit
+# [key=value ...] --shard INDEX/COUNT` (inference/jobs/shards.py: which task gets which models); returns its exit
 # status. Status 2 with one line, before anything runs, for a subcommand that has no --shard, a --shard
 # given by hand, or an index outside 0..COUNT-1.
 run_shard() {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A PBS array over models (the study's cluster used PBS): each subjob runs
 # `moelab eval|taskloss|sweep RECIPE [key=value ...] --shard I/N` with I its array index and N the array's
-# size, all writing into the recipe's one output_dir (inference/shards.py says which subjob gets which
+# size, all writing into the recipe's one output_dir (inference/jobs/shards.py says which subjob gets which
 # models; a sweep with fewer models than subjobs also splits problems). Submit from the repository root:
 #
 #   qsub -J 0-7 -v SUBCOMMAND=eval,RECIPE=configs/eval/study-math.yaml scripts/pbs_array.sh
@@ -38,7 +38,7 @@ set -euo pipefail
 
 LAB=${PBS_O_WORKDIR:-$(pwd)}
 cd "$LAB"
-if [ ! -f inference/shards.py ]; then
+if [ ! -f inference/jobs/shards.py ]; then
   echo "error: submit from the moelab repository root (the job started in $LAB)" >&2
   exit 2
 fi

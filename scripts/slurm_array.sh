@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A SLURM array over models: each task runs `moelab eval|taskloss|sweep RECIPE [key=value ...] --shard I/N`
 # with I its array index and N the array's size, all writing into the recipe's one output_dir
-# (inference/shards.py says which task gets which models; a sweep with fewer models than tasks also splits
+# (inference/jobs/shards.py says which task gets which models; a sweep with fewer models than tasks also splits
 # problems). Submit from the repository root:
 #
 #   sbatch --array=0-7 scripts/slurm_array.sh eval configs/eval/study-math.yaml [key=value ...]
@@ -34,7 +34,7 @@ set -euo pipefail
 
 LAB=${SLURM_SUBMIT_DIR:-$(pwd)}
 cd "$LAB"
-if [ ! -f inference/shards.py ]; then
+if [ ! -f inference/jobs/shards.py ]; then
   echo "error: submit from the moelab repository root (the job started in $LAB)" >&2
   exit 2
 fi

@@ -2,7 +2,7 @@
 
 vLLM on CPU starts in ~5 s instead of ~36 s with the engine in-process
 (VLLM_ENABLE_V1_MULTIPROCESSING=0); a 1 GiB KV cache avoids a start-up failure when
-`gpu_memory_utilization` exceeds free RAM (README.md, "Platform notes").
+`gpu_memory_utilization` exceeds free RAM (docs/install.md, "Platform notes").
 """
 
 import functools

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference import aggregate_cli, plot_cli
-from inference.aggregate import COLUMNS, aggregate_samples, bootstrap_ci, read_metrics
-from inference.estimators import STRATEGIES
-from inference.plots import model_params, plot_cross_model, plot_curves
+from checkpoints_index.params import model_params
 from core.errors import UserError
+from inference.ttc import aggregate_cli, plot_cli
+from inference.ttc.aggregate import COLUMNS, aggregate_samples, bootstrap_ci, read_metrics
+from inference.ttc.estimators import STRATEGIES
+from inference.ttc.plots import plot_cross_model, plot_curves
 
 MODELS = ("d512-E8-k2", "my-local-model")  # one the checkpoint index knows, one it does not
 
@@ -68,7 +69,7 @@ def test_aggregate_cli_writes_every_model_strategy_k(metrics):
     forward = info.active_params - info.vocab_size * info.d_model  # the input embedding is a lookup, no FLOPs
     assert forward == 118_178_304
     assert known[1]["mean_tokens"] == pytest.approx(2 * known[0]["mean_tokens"])
-    prompt = np.mean([30 + p for p in range(6)])  # prompt tokens count once per sample (inference.compute)
+    prompt = np.mean([30 + p for p in range(6)])  # prompt tokens count once per sample (inference.ttc.compute)
     assert known[2]["flops"] == pytest.approx(2 * forward * (known[2]["mean_tokens"] + known[2]["k"] * prompt))
     assert all(math.isnan(r["flops"]) for r in rows if r["model"] == "my-local-model")
     # pass@k never below majority@k on the same k; pass@1 == majority@1 == best-of-n@1
@@ -137,6 +138,7 @@ def test_bad_inputs_name_what_to_fix(tmp_path):
         aggregate_samples(tmp_path / "nope.jsonl")
 
 
+@pytest.mark.slow
 def test_plot_writes_png_with_one_line_per_strategy(metrics):
     tmp, _, out = metrics
     rows = read_metrics(out)
@@ -158,7 +160,7 @@ def test_sweep_and_aggregate_use_the_same_k_grid(tmp_path, num_samples):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from inference.sweep import aggregate_and_plot
+    from inference.sweep.run import aggregate_and_plot
 
     rows = [{"model": "m", "dataset": "toy", "setting": "T0.8", "problem_id": f"q{p}", "sample_idx": i,
              "answer": str(i % 3), "correct": i % 3 == 0, "score": 0.5} for p in range(3) for i in range(num_samples)]
@@ -242,11 +244,12 @@ def test_cross_model_lines_are_d_model_top_k_families(tmp_path):
     assert sorted(len(line.get_xdata()) for line in fig.axes[0].get_lines()) == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_plots_keep_a_backend_already_chosen(tmp_path):
     import subprocess
     import sys
 
-    code = ("import matplotlib; matplotlib.use('svg'); from inference.plots import pyplot; pyplot(); "
+    code = ("import matplotlib; matplotlib.use('svg'); from inference.ttc.plots import pyplot; pyplot(); "
             "print(matplotlib.get_backend())")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={
         "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[1])})

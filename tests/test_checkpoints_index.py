@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from checkpoints_index.index import all_checkpoints, count_params, register_checkpoint, resolve
-from moelab.cli import main
 from core.errors import UserError
+from moelab.cli import main
 
 SHARED_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "research" / "checkpoints.csv"
 

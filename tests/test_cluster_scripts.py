@@ -172,6 +172,7 @@ def marks(cluster: dict) -> dict[str, float]:
     return found
 
 
+@pytest.mark.slow
 def test_failed_training_task_fails_the_job_fast_and_stops_the_server(cluster):
     port = cluster["port"]
     done, seconds = run_slurm(cluster, [*SERVER_RECIPE, f"grpo.vllm_server_port={port}"], "n1,n2,127.0.0.1",
@@ -213,6 +214,7 @@ def test_no_overrides_and_no_extras(cluster):  # empty arrays under `set -u` (ba
     assert [t["rank"] for t in records(cluster["dir"] / "train.jsonl")] == ["0"]
 
 
+@pytest.mark.slow
 def test_server_that_never_answers_fails_before_any_trainer(cluster):
     port = cluster["port"]
     done, seconds = run_slurm(cluster, [*SERVER_RECIPE, f"grpo.vllm_server_port={port}"], "n1,127.0.0.1",
@@ -230,6 +232,7 @@ def test_bad_recipe_key_fails_before_any_step(cluster):
     assert not any(c["tool"] == "srun" for c in records(cluster["dir"] / "calls.jsonl"))
 
 
+@pytest.mark.slow
 def test_time_limit_signal_requeues_the_job(cluster):
     environment = {**cluster["env"], "STUB_NODES": "n1", "STUB_TRAIN_SECONDS": "4"}
     job = subprocess.Popen(["bash", str(LAB / "scripts/slurm_grpo.sh"), "configs/grpo/toy.yaml"], env=environment,
@@ -264,6 +267,7 @@ def pbs_state(cluster):
     shutil.rmtree(state, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_pbs_ranks_get_the_environment_and_overrides_from_a_file(cluster, pbs_state):
     overrides = cluster["dir"] / "overrides.txt"
     overrides.write_text("# my run\noutput_dir=outputs/grpo/with space\n\nmax_steps=3\n")
@@ -279,6 +283,7 @@ def test_pbs_ranks_get_the_environment_and_overrides_from_a_file(cluster, pbs_st
     assert sorted(indexes) == ["0", "2"]  # each host's first line in the node file (ranks start concurrently)
 
 
+@pytest.mark.slow
 def test_pbs_failed_rank_fails_the_job_and_stops_the_server(cluster, pbs_state):
     port = cluster["port"]
     done, seconds = run_pbs(cluster, ["h1", "h2", "127.0.0.1"], STUB_FAIL_RANK="1", STUB_TRAIN_SECONDS="60",

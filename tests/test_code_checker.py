@@ -32,6 +32,7 @@ def test_humaneval_loads_offline_from_the_package(humaneval):
         load_problems("humaneval", split="train")
 
 
+@pytest.mark.slow
 def test_canonical_solutions_pass_and_stubs_fail(humaneval):
     tests = [row["gold"] for row in humaneval]
     with Scorer(num_workers=2) as scorer:
@@ -44,6 +45,7 @@ def test_canonical_solutions_pass_and_stubs_fail(humaneval):
     assert "AssertionError" in stubs[0].detail
 
 
+@pytest.mark.slow
 def test_moelab_score_task_code_reads_humaneval_and_mbpp_rows(humaneval, tmp_path):
     first = humaneval[0]
     rows = [{key: first[key] for key in ("task_id", "prompt", "test", "entry_point")} | {"completion": completion}
@@ -62,6 +64,7 @@ def test_moelab_score_task_code_reads_humaneval_and_mbpp_rows(humaneval, tmp_pat
     assert "missing field" in done.stderr and "test_list" in done.stderr
 
 
+@pytest.mark.slow
 def test_the_hostile_programs_are_contained_as_completions(humaneval, tmp_path):
     """The rewards tests' hostile programs, each as the body of HumanEval/0: none passes, none leaves a trace."""
     from test_rewards_hostile import HOSTILE_BODIES

@@ -90,6 +90,7 @@ def test_shipped_recipes_exist():
     assert SHIPPED_RECIPES, "configs/ holds no recipes"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", SHIPPED_RECIPES, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_shipped_recipe_validates_and_rejects_bad_keys(path):
     cfg = load_recipe(path)

@@ -104,8 +104,8 @@ def test_torch_and_vllm_are_one_release_in_both_builds():
 
 
 def test_the_pinned_vllm_is_inside_the_pinned_trls_supported_range():
-    from packaging.version import Version
     import trl
+    from packaging.version import Version
 
     cpu = pins("cpu")
     assert trl.__version__ == cpu["trl"], f"installed trl {trl.__version__} is not the pinned {cpu['trl']}: make install"

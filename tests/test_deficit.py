@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from core.config import load_config
-from inference.aggregate import COLUMNS, aggregate_samples, write_csv
-from inference.deficit import DEFICIT_COLUMNS, INDEX_COLUMNS
+from inference.deficit.analysis import DEFICIT_COLUMNS, INDEX_COLUMNS
+from inference.ttc.aggregate import COLUMNS, aggregate_samples, write_csv
 from moelab.deficit import run_deficit
 from moelab.deficit_schema import DeficitConfig
 
@@ -137,6 +137,53 @@ def test_six_figures_and_a_report_that_quotes_the_csv(deficit_run):
     by = {(r["model"], r["measure"]): r for r in rows_of(deficit_run)}
     change = by["d512-E16-k2", "grpo_change_pass@1"]
     assert f"{100 * float(change['value']):+.1f} [{100 * float(change['ci_low']):+.1f}, " in report
+
+
+def test_each_measure_name_is_spelled_by_its_measure():
+    """deficit.csv's `measure` column, as every reader looks it up (`Measure.name`): changing a spelling here
+    changes the file's schema."""
+    from inference.deficit.measures import GREEDY, Measure, sampled_budget
+
+    assert Measure.accuracy("reasoning").name == "reasoning_accuracy"
+    assert Measure.loss("memorization").name == "memorization_loss"
+    assert Measure.sweep("before", GREEDY).name == "before_greedy"
+    assert Measure.sweep("after", "majority", 8).name == "after_majority@8"
+    assert Measure.sweep("before", "majority", 1).name == "before_majority@1"  # the sweep's own rows keep k=1
+    assert Measure.change(*sampled_budget("majority", 1)).name == "grpo_change_pass@1"
+    assert Measure.ttc_gap("before", "majority", 8).name == "gap_ttc pass@1->majority@8 (before GRPO)"
+    assert Measure.grpo_gap("majority", 8).name == "gap_grpo majority@8 (before->after)"
+    assert Measure.peak("after").name == "tpp_peak pass@1 (after GRPO)"
+    assert Measure.sweep("before", "pass") == Measure.sweep("before", "pass", 1)  # lookups build equal measures
+
+
+def test_findings_are_stored_as_data_beside_the_report(deficit_run):
+    from inference.deficit.report import read_findings
+
+    found = read_findings(deficit_run)
+    report = (deficit_run / "report.md").read_text()
+    assert "\n## Findings\n\n" + "\n".join(found) + "\n\n## Measures\n" in report
+    assert any("**closes**" in line or "**does not close**" in line or "**undetermined**" in line for line in found)
+
+
+def test_the_demo_report_quotes_the_deficit_findings_and_paired_changes(deficit_run, tmp_path):
+    """The demo's report from the deficit stage's files: its findings as stored, its changes by measure."""
+    from types import SimpleNamespace
+
+    from inference.deficit.report import read_findings
+    from moelab.demo_report import _fmt_change, paired_change, write_report
+
+    members, sweeps = list(ACCURACY), deficit_run.parent
+    cfg = SimpleNamespace(run_name="demo", strategies=["pass", "majority"], budgets=[1, 2, 4, 8])
+    report = write_report(tmp_path, members, {m: f"{m}-grpo" for m in members}, sweeps / "before" / "metrics.csv",
+                          sweeps / "after" / "metrics.csv", cfg, grpo_dirs={m: tmp_path / m for m in members},
+                          deficit_dir=deficit_run).read_text()
+    assert "\n".join(read_findings(deficit_run)) in report
+    rows = rows_of(deficit_run)
+    for m in members:
+        changes = [paired_change(rows, m, *budget) for budget in (("greedy", 1), ("pass", 1), ("majority", SAMPLES))]
+        assert [c["measure"] for c in changes] == ["grpo_change_greedy", "grpo_change_pass@1",
+                                                   f"grpo_change_majority@{SAMPLES}"]
+        assert f"| {m} | " + " | ".join(_fmt_change(c) for c in changes) + " |" in report
 
 
 def test_recipes_resolve():

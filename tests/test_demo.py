@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from core.config import load_config
-from inference.aggregate import read_metrics
-from moelab.recipes import load_recipe
+from inference.ttc.aggregate import read_metrics
 from moelab.demo import StageClock, run_demo
 from moelab.demo_report import metric_value
+from moelab.recipes import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 MEMBERS = ["toy-d64-E4-k2", "toy-d64-E8-k4"]
@@ -98,7 +98,8 @@ def test_the_sft_control_stands_beside_grpo_on_the_same_eval(demo_run):
 
 
 def _readme_commands():
-    text = (REPO / "README.md").read_text()
+    """The `moelab` commands of the README and of the pages it links (docs/*.md)."""
+    text = "\n".join(page.read_text() for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))])
     blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
     commands = []
     for block in blocks:
@@ -121,6 +122,7 @@ def test_the_demo_writes_its_own_stage_times(tmp_path, capsys):
     assert "=== 5/5 plots and report  (elapsed 0 s)" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_readme_moelab_commands_parse():
     """Every `moelab` command in the README parses; read-only ones run, long jobs get `--help`."""
     commands = _readme_commands()

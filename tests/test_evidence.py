@@ -229,6 +229,10 @@ def test_every_named_results_file_exists():
             for path in expand_braces(m.group()):
                 if not (ROOT / path).exists():
                     missing.append(f"{readme.relative_to(ROOT)}: {path}")
+        for m in LINK.finditer(prose(readme.read_text())):  # links resolve from their page: `results/` in docs/
+            path = unquote(m["target"].strip("<>").partition("#")[0])
+            if "results/" in path and "://" not in path and not (readme.parent / path).exists():
+                missing.append(f"{readme.relative_to(ROOT)}: link {path} (relative to the page)")
     assert not missing, "README paths under docs/results/ that do not exist:\n" + "\n".join(missing)
 
 
@@ -320,6 +324,18 @@ def results_table_rows() -> frozenset[str]:
                      for line in path.read_text().splitlines() if line.startswith("|"))
 
 
+def cites_results(readme: Path, target: str) -> bool:
+    """A link target that is a file under docs/results/, relative to the page that holds it
+    (`docs/results/x` from README.md, `results/x` from docs/*.md, `../docs/results/x` from rl/README.md)."""
+    path = unquote(target.strip("<>").partition("#")[0])
+    return bool(path) and "://" not in path and (readme.parent / path).resolve().is_relative_to(RESULTS)
+
+
+def names_results(readme: Path, sentence: str) -> bool:
+    """The sentence names a results file: a `docs/results/` path, or a link into docs/results/."""
+    return "docs/results/" in sentence or any(cites_results(readme, m["target"]) for m in LINK.finditer(sentence))
+
+
 def test_no_measured_figure_without_its_file():
     """A measured-looking figure is a link to its file; a sentence that says "measured" names one."""
     unsourced = []
@@ -327,10 +343,10 @@ def test_no_measured_figure_without_its_file():
         for line, sentence in sentences(readme):
             if SETTING_NOTE.search(sentence) or re.search(r"not (?:archived|measured|committed)", sentence):
                 continue
-            bare = LINK.sub(lambda m: "" if "docs/results/" in m["target"] else m["text"], sentence)
+            bare = LINK.sub(lambda m: "" if cites_results(readme, m["target"]) else m["text"], sentence)
             bare = CONFIDENCE.sub("", re.sub(r"`[^`]*`", "", bare))
             figure = FIGURE.search(bare)
-            if not figure and MEASURING.search(bare) and "docs/results/" not in sentence \
+            if not figure and MEASURING.search(bare) and not names_results(readme, sentence) \
                     and QUANTITY.search(MEASURING.split(bare, 1)[1]):
                 figure = MEASURING.search(sentence)
             if figure:

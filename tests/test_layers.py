@@ -1,4 +1,5 @@
-"""The layers import one way: core <- rewards <- tasks <- checkpoints_index <- inference <- rl <- moelab.
+"""The layers import one way: core <- rewards <- tasks <- checkpoints_index <- inference <- rl <- moelab;
+inside inference, its rooms too (jobs <- generation <- ttc <- sweep | instruments <- toy | deficit).
 
 The contract lives in pyproject.toml (`[tool.importlinter]`) and is checked by import-linter's own
 command, so `lint-imports` by hand and this test agree. Imports inside functions count: grimp, the
@@ -8,6 +9,7 @@ graph import-linter builds, reads every import statement of a module, not only t
 import graphlib
 import subprocess
 import sys
+import tomllib
 from itertools import combinations
 from pathlib import Path
 
@@ -17,10 +19,13 @@ REPO = Path(__file__).resolve().parents[1]
 LAYERS = ["moelab", "rl", "inference", "checkpoints_index", "tasks", "rewards", "core"]
 
 
-def test_the_layers_contract_is_kept():
+def test_the_import_contracts_are_kept():
+    """Every contract in pyproject.toml: the layers, the rooms of inference/ and no circle between siblings."""
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    assert {c["name"] for c in contracts} >= {"one-way layers", "inference rooms", "no circle between siblings"}
     lint = Path(sys.executable).with_name("lint-imports")
     result = subprocess.run([str(lint)], cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 0 and "1 kept, 0 broken" in result.stdout, result.stdout[-3000:]
+    assert result.returncode == 0 and f"{len(contracts)} kept, 0 broken" in result.stdout, result.stdout[-3000:]
 
 
 def test_no_cycle_between_top_level_packages_counting_function_level_imports():

@@ -7,9 +7,14 @@ import torch
 
 from checkpoints_index.index import resolve
 from checkpoints_index.loading import byte_level_tokenizer, load_checkpoint, materialize_random, model_source
-from tasks.datasets import (DATASETS, checker_task, final_boxed,  # final_boxed re-exported
-                            gsm8k_final_answer, load_problems)
 from core.errors import UserError
+from tasks.datasets import (  # final_boxed re-exported
+    DATASETS,
+    checker_task,
+    final_boxed,
+    gsm8k_final_answer,
+    load_problems,
+)
 from tasks.prompts import STUDY_STOP_STRINGS, chat_prompt, format_prompt, sample_shots
 
 

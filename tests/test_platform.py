@@ -56,7 +56,6 @@ def test_vllm_engine_tests_skip_only_where_no_engine_can_start(monkeypatch):
     import importlib.metadata
 
     import torch
-
     from conftest import vllm_engine_unavailable
 
     check = vllm_engine_unavailable.__wrapped__  # uncached

@@ -8,8 +8,14 @@ from pathlib import Path
 import pytest
 
 from core.errors import UserError
-from core.provenance import (git_commit, provenance, provenance_line, refuse_other_experiment, sidecar_path,
-                             write_sidecar)
+from core.provenance import (
+    git_commit,
+    provenance,
+    provenance_line,
+    refuse_other_experiment,
+    sidecar_path,
+    write_sidecar,
+)
 
 
 def test_the_record_names_command_commit_date_and_load():

@@ -21,10 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 # module attribute each command's `run` reaches after its recipe loaded (where models would load)
 RUNNERS = {
-    "grpo": "rl.launch.run_recipe", "sweep": "inference.sweep.run_sweep", "eval": "inference.lm_eval_run.run_eval",
-    "taskloss": "inference.taskloss.run_taskloss", "deficit": "moelab.deficit.run_deficit",
+    "grpo": "rl.launch.run_recipe", "sweep": "inference.sweep.run.run_sweep", "eval": "inference.instruments.lm_eval_run.run_eval",
+    "taskloss": "inference.instruments.taskloss.run_taskloss", "deficit": "moelab.deficit.run_deficit",
     "demo": "moelab.demo.run_demo", "posttrain": "moelab.posttrain.run_posttrain",
-    "toy train": "checkpoints_index.toy.train.train_family", "toy grid": "inference.toy_grid.run_grid",
+    "toy train": "checkpoints_index.toy.train.train_family", "toy grid": "inference.toy.grid.run_grid",
     "score": "rewards.cli.read_rows",
 }
 RANGE = ("at least", "greater than", "at most", "less than")
@@ -173,10 +173,10 @@ def test_grpo_choices_are_trls():
 
 def test_every_choice_list_is_imported_not_restated():
     """The sweep's choices are the tuples of the code that acts on them (one definition per concept)."""
-    from inference.aggregate import ESTIMATORS, VOTE_WEIGHTS
-    from inference.backends import BACKEND_NAMES
-    from inference.estimators import STRATEGIES
-    from inference.sweep_schema import SweepConfig
+    from inference.generation.backends import BACKEND_NAMES
+    from inference.sweep.schema import SweepConfig
+    from inference.ttc.aggregate import ESTIMATORS, VOTE_WEIGHTS
+    from inference.ttc.estimators import STRATEGIES
     from rewards.rules import RULES
     from tasks.prompts import PROMPT_STYLES, SHOT_MODES
 

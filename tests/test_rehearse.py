@@ -30,7 +30,7 @@ def test_params_are_the_index_counts_of_the_released_names():
     assert model_entry("d512-E8-k2")["active_params"] == 169_165_312
     entry = model_entry("llm-jp/optimal-sparsity-math-d1024-E16-k2-1.9B-A470M")
     assert (entry["total_params"], entry["active_params"]) == (1_881_965_568, 472_679_424)
-    assert entry["forward_params"] == 472_679_424 - 99_584 * 1024  # inference/compute.py: no input embedding
+    assert entry["forward_params"] == 472_679_424 - 99_584 * 1024  # inference/ttc/compute.py: no input embedding
 
 
 @pytest.mark.parametrize("recipe", ["configs/grpo/paper.yaml", "configs/grpo/paper_d1024.yaml",
@@ -62,7 +62,7 @@ def test_zero_memory_is_deepspeeds_own_estimate(recipe):
 
 
 def test_grpo_tokens_and_flops_follow_the_recipe_and_the_compute_definition():
-    from inference.compute import generation_flops
+    from inference.ttc.compute import generation_flops
     from moelab.rehearse_plan import grpo_plan
 
     plan = grpo_plan(_recipe("configs/grpo/paper.yaml"))

@@ -9,6 +9,7 @@ import pytest
 
 from core.errors import UserError
 
+
 @pytest.fixture(scope="module")
 def tiny_armo(tmp_path_factory):
     """A local custom-code reward model (auto_map in config.json, `output.score`), with the lab's byte-level
@@ -50,7 +51,7 @@ COMPLETIONS = ["2+3=5. The answer is 5.", "It is 6."]
 def test_armo_adapter_uses_trust_remote_code_and_reads_output_score(tiny_armo):
     import torch
 
-    from inference.reward_model import load_reward_model, reward_model_kind, score_with_reward_model
+    from inference.generation.reward_model import load_reward_model, reward_model_kind, score_with_reward_model
 
     assert reward_model_kind(tiny_armo) == "armo" and reward_model_kind("RLHFlow/ArmoRM-Llama3-8B-v0.1") == "armo"
     model, tokenizer = load_reward_model(tiny_armo)
@@ -65,14 +66,14 @@ def test_armo_adapter_uses_trust_remote_code_and_reads_output_score(tiny_armo):
 
 
 def test_custom_code_without_trust_is_refused_in_one_line(tiny_armo):
-    from inference.reward_model import load_reward_model
+    from inference.generation.reward_model import load_reward_model
 
     with pytest.raises(UserError, match="reward_model_kind=armo"):
         load_reward_model(tiny_armo, kind="sequence_classification")
 
 
 def test_fresh_score_head_is_refused(tiny_plain):
-    from inference.reward_model import load_reward_model
+    from inference.generation.reward_model import load_reward_model
 
     with pytest.raises(UserError, match="freshly initialised"):
         load_reward_model(tiny_plain["causal-lm-tiny"])  # a causal LM has no score head: it would be random
@@ -82,7 +83,7 @@ def test_fresh_score_head_is_refused(tiny_plain):
 def test_skywork_scores_are_the_sigmoid_of_the_logit(tiny_plain, tmp_path):
     import shutil
 
-    from inference.reward_model import load_reward_model, score_with_reward_model
+    from inference.generation.reward_model import load_reward_model, score_with_reward_model
 
     skywork = load_reward_model(tiny_plain["Skywork-tiny"])
     plain_dir = shutil.copytree(tiny_plain["Skywork-tiny"], tmp_path / "same-weights")
@@ -93,6 +94,7 @@ def test_skywork_scores_are_the_sigmoid_of_the_logit(tiny_plain, tmp_path):
     assert sigmoid == pytest.approx([1 / (1 + math.exp(-x)) for x in logits], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_weighted_majority_never_lets_negative_scores_invert_the_vote(tmp_path):
     """A,A,A at -1 each and B at -2, A correct: raw sums (-3 < -2) would pick B."""
     import csv

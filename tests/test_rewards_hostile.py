@@ -130,6 +130,7 @@ def as_function(body: list[str]) -> str:
 HOSTILE_CODE = {name: as_function(body) for name, body in HOSTILE_BODIES.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(HOSTILE_CODE))
 def test_hostile_code_is_contained(code_scorer, name, tmp_path):
     marker = tmp_path / "created_by_model_code"
@@ -204,6 +205,7 @@ class _ScoringDataset:
         return {"statuses": ",".join(v.status for v in verdicts), "pid": os.getpid()}
 
 
+@pytest.mark.slow
 def test_inside_a_dataloader_worker():
     torch_data = pytest.importorskip("torch.utils.data")
     loader = torch_data.DataLoader(_ScoringDataset(), batch_size=None, num_workers=1, timeout=120)

@@ -2,7 +2,7 @@
 
 `rewards.two_stage_parse` parses with ANTLR's SLL mode first and falls back to upstream's LL; ANTLR
 guarantees the same tree, checked here on every answer of the bench set (`bench/rewards.py`) and of the
-held-out cases (math-verify's own suite, the scorer probes). `rewards.scorer.decide_numbers` decides
+held-out cases (math-verify's own suite, the scorer probes). `rewards.lab_rule.decide_numbers` decides
 pairs of plain numbers without a worker: every decision it makes is checked against the worker's.
 """
 
@@ -16,7 +16,7 @@ import sympy
 
 from rewards import Scorer
 from rewards.extract import extract_answer, extract_gold, normalize_answer, parse_number
-from rewards.scorer import decide_numbers
+from rewards.lab_rule import decide_numbers
 
 ROOT = Path(__file__).parents[1]
 DATA = Path(__file__).parent / "data"
@@ -58,6 +58,7 @@ def _shape(parsed: list) -> list[str]:
     return [sympy.srepr(x) if isinstance(x, sympy.Basic) else repr(x) for x in parsed]
 
 
+@pytest.mark.slow
 def test_two_stage_parse_equals_upstreams_ll_parse():
     from math_verify import parse
 
@@ -100,19 +101,20 @@ def test_numbers_decided_in_the_caller_are_the_workers_verdicts():
     pairs = sorted(set(zip(golds, preds)) | set(NUMBER_PAIRS))
     decided = {pair: decide_numbers(*pair, parse_number(pair[0]), parse_number(pair[1])) for pair in pairs}
     decided = {pair: result for pair, result in decided.items() if result is not None}
-    assert sum(result["status"] == "wrong" and parse_number(pair[0]).denominator > 1
+    assert sum(result.status == "wrong" and parse_number(pair[0]).denominator > 1
                for pair, result in decided.items()) >= 20  # unequal fractions: decided here since this change
     with Scorer(num_workers=2, deadline_s=10) as scorer:
         items = [{"kind": "judge", "gold": gold, "pred": pred, "pred_is_text": False, "timeout_s": 5,
                   "deadline_s": 10.0} for gold, pred in decided]
         worker = dict(zip(decided, scorer.pool.run(items)))
-    differ = {pair: (decided[pair]["status"], decided[pair]["numeric"], worker[pair].get("status"),
+    differ = {pair: (decided[pair].status, decided[pair].numeric, worker[pair].get("status"),
                      worker[pair].get("numeric")) for pair in decided
-              if (decided[pair]["status"], decided[pair]["numeric"]) !=
-              (worker[pair].get("status"), worker[pair].get("numeric") or decided[pair]["numeric"])}
+              if (decided[pair].status, decided[pair].numeric) !=
+              (worker[pair].get("status"), worker[pair].get("numeric") or decided[pair].numeric)}
     assert not differ, differ
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("problems, samples", [(16, 8)])
 def test_scorer_equals_the_naive_loop_on_the_bench_set(problems, samples):
     """Every sample of a slice of the bench set: the lab's verdict (correct or not) is the naive loop's,

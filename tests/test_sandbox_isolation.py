@@ -237,6 +237,7 @@ GUARD_CANNOT_HOLD = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(ESCAPES))
 def test_each_escape_is_contained(name, mode, tmp_path, target):
     if expected_isolation(mode) == "none" and name in GUARD_CANNOT_HOLD:  # guard, or no filter for this machine
@@ -265,6 +266,7 @@ def test_the_guard_cannot_be_disarmed(mode):
     assert run_code(crafted).detail.startswith("PermissionError: sandbox: code.__new__")
 
 
+@pytest.mark.slow
 def test_a_crash_is_an_error(mode):
     crash = "import sys\nsys.setrecursionlimit(10**7)\nl = []\nfor _ in range(10**6):\n    l = [l]\nresult = repr(l)"
     result = run_code(crash, timeout_s=3.0)
@@ -321,6 +323,7 @@ def test_stealing_the_gold_works_without_a_sandbox(tmp_path):
     assert done.stdout.strip() == "4817", done.stderr[-500:]
 
 
+@pytest.mark.slow
 def test_a_stolen_gold_never_scores_correct(mode, tmp_path):
     """`moelab score --in` on a program that walks up to that command and reads its own row's gold."""
     program = DISARM + STEAL
@@ -377,6 +380,7 @@ def test_a_flood_of_output_is_cut_not_buffered(mode):
     assert result.status == "failed" and f"more than {MAX_OUTPUT_BYTES} bytes" in result.detail, result
 
 
+@pytest.mark.slow
 def test_a_forged_reply_is_not_trusted(mode):
     """A program can write a reply of its own and exit; the parent accepts only a well-formed one, reports the
     isolation it asked for, and a malformed one cannot break a scoring batch."""

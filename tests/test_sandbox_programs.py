@@ -45,6 +45,7 @@ PROGRAMS = {  # name -> (program, answer as the sandbox formats it)
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ISOLATION_MODES)
 def test_legitimate_programs_keep_their_answers(mode):
     require_isolation(mode)

@@ -1,4 +1,4 @@
-"""`--shard I/N` of `moelab eval|taskloss|sweep` (inference/shards.py): which task gets what, bad shard strings,
+"""`--shard I/N` of `moelab eval|taskloss|sweep` (inference/jobs/shards.py): which task gets what, bad shard strings,
 shards writing into one output_dir, the unsharded collect run computing nothing done, and `moelab deficit`
 reading what an array and its collect step wrote.
 
@@ -17,7 +17,7 @@ from typing import ClassVar
 import pytest
 
 from core.errors import UserError
-from inference.shards import Shard, parse_shard, shard_items, sweep_work
+from inference.jobs.shards import Shard, parse_shard, shard_items, sweep_work
 from moelab.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,7 +92,7 @@ def fake_results(tasks: dict, model_args_source: str) -> dict:
 def task_manager():
     from lm_eval.tasks import TaskManager
 
-    from inference.lm_eval_run import LAB_TASKS_DIR
+    from inference.instruments.lm_eval_run import LAB_TASKS_DIR
 
     return TaskManager(include_path=str(LAB_TASKS_DIR))
 
@@ -101,7 +101,7 @@ def task_manager():
 def eval_spy(monkeypatch, task_manager):
     import lm_eval.tasks
 
-    from inference import lm_eval_run
+    from inference.instruments import lm_eval_run
 
     calls: list[str] = []
     monkeypatch.setattr(lm_eval.tasks, "TaskManager", lambda include_path: task_manager)  # ~5 s each, built once
@@ -150,7 +150,7 @@ class FakeScorer:
         self.source = Path(source).name
 
     def score(self, examples, first_index=0):
-        from inference.taskloss import ExampleLoss
+        from inference.instruments.taskloss import ExampleLoss
 
         FakeScorer.calls.append((self.source, first_index, len(examples)))
         return [ExampleLoss(first_index + i, 1.0 + len(self.source) / 10 + (first_index + i) / 100,
@@ -161,7 +161,7 @@ class FakeScorer:
 
 
 def test_taskloss_shards_then_collect_scores_nothing_done(tmp_path, monkeypatch):
-    from inference import taskloss
+    from inference.instruments import taskloss
 
     FakeScorer.calls = []
     monkeypatch.setattr(taskloss, "make_scorer", lambda backend, source: FakeScorer(source))
@@ -192,7 +192,8 @@ def test_taskloss_shards_then_collect_scores_nothing_done(tmp_path, monkeypatch)
 def arrays(tmp_path_factory):
     """eval, taskloss and sweep over two toy members, each run unsharded (`one/`) and as an array of N tasks plus
     the collect run (`array/`); the collect runs are spied: nothing may generate, evaluate or score a model."""
-    from inference import lm_eval_run, sweep, taskloss
+    from inference.instruments import lm_eval_run, taskloss
+    from inference.sweep import run as sweep
 
     root = tmp_path_factory.mktemp("arrays")
     members = MEMBERS[:2]

@@ -7,7 +7,7 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from inference.store import SAMPLE_SCHEMA, SampleStore, sample_key, sample_seed
+from inference.generation.store import SAMPLE_SCHEMA, SampleStore, sample_key, sample_seed
 
 SAMPLING = {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 64, "stop": ["Question:"]}
 

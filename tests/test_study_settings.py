@@ -21,6 +21,7 @@ def show(recipe: str) -> str:
                           capture_output=True, text=True, cwd=ROOT).stdout
 
 
+@pytest.mark.slow
 def test_paper_sweep_recipes_score_like_the_study_with_a_lab_variant():
     study = show("configs/sweep/paper-gsm8k.yaml")
     assert "rule: study\n" in study and "RLHFlow/ArmoRM-Llama3-8B-v0.1" in study and "reward_model_kind: armo" in study
@@ -31,6 +32,7 @@ def test_paper_sweep_recipes_score_like_the_study_with_a_lab_variant():
     assert "prompt: minerva" in math and "rule: study" in math
 
 
+@pytest.mark.slow
 def test_paper_grpo_recipes_use_the_study_reward_and_verl_weight_decay():
     for recipe in ("paper.yaml", "paper_d512.yaml", "paper_d1024.yaml", "paper_d2048.yaml"):
         text = show(f"configs/grpo/{recipe}")
@@ -40,9 +42,10 @@ def test_paper_grpo_recipes_use_the_study_reward_and_verl_weight_decay():
     assert "d1024-E128-k2: configs/grpo/paper_d1024.yaml" in demo  # 13.2B total: the ZeRO-3 recipe
 
 
+@pytest.mark.slow
 def test_minerva_prompts_and_per_problem_shots():
-    from inference.sweep import load_dataset_prompts
-    from inference.sweep_schema import SweepConfig
+    from inference.sweep.run import load_dataset_prompts
+    from inference.sweep.schema import SweepConfig
 
     cfg = load_config(ROOT / "configs/sweep/paper-math.yaml", ["data.limit=3"], schema=SweepConfig)
     math = load_dataset_prompts(cfg)[0]
@@ -93,6 +96,7 @@ def test_pure_bf16_adamw_is_refused_unless_asked_for():
     check_master_weights(cfg("float32"), args)
 
 
+@pytest.mark.slow
 def test_rule_audit_reproduces_the_study_reward_on_math500(tmp_path):
     out = tmp_path / "audit.json"
     subprocess.run([sys.executable, "-m", "moelab.cli", "rule-audit", "--dataset", "math500", "--out", str(out)],
@@ -106,7 +110,7 @@ def test_rule_audit_reproduces_the_study_reward_on_math500(tmp_path):
 
 
 def test_sweep_vote_weight_follows_what_the_score_column_holds():
-    from inference.sweep import _vote_weight
+    from inference.sweep.run import _vote_weight
 
     def cfg(how, best):
         return SimpleNamespace(aggregate=SimpleNamespace(vote_weight=how),

@@ -18,12 +18,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from inference import sweep as sweep_module
-from inference.store import SampleStore
-from inference.sweep import load_dataset_prompts, plan_samples, run_sweep, settings_from_config
-from inference.sweep_schema import SweepConfig
 from core.config import load_config
 from core.errors import UserError
+from inference.generation.store import SampleStore
+from inference.sweep import run as sweep_module
+from inference.sweep.run import load_dataset_prompts, plan_samples, run_sweep, settings_from_config
+from inference.sweep.schema import SweepConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,6 +96,7 @@ def test_plan_is_a_pure_function_of_the_recipe(tmp_path, tiny_mixtral, problems_
     assert not {p.key for p in plan} & {p.key for p in other_model}
 
 
+@pytest.mark.slow
 def test_rerun_skips_and_raising_n_generates_only_the_new_samples(tmp_path, tiny_mixtral, problems_file,
                                                                   monkeypatch):
     asked = count_requests(monkeypatch)
@@ -122,9 +123,10 @@ def test_rerun_skips_and_raising_n_generates_only_the_new_samples(tmp_path, tiny
     assert stored(fresh["store"]) == grown  # same keys, same completions, tokens and logprobs
 
 
+@pytest.mark.slow
 def test_shards_generate_disjoint_problems_that_merge_into_the_unsharded_run(tmp_path, tiny_mixtral, problems_file,
                                                                              monkeypatch):
-    from inference.shards import parse_shard
+    from inference.jobs.shards import parse_shard
 
     asked = count_requests(monkeypatch)
     path = recipe(tmp_path, tiny_mixtral, problems_file, name="sharded", sampling={"num_samples": 2})
@@ -148,6 +150,7 @@ def test_shards_generate_disjoint_problems_that_merge_into_the_unsharded_run(tmp
         run_sweep(load_config(path, ["stages=[score]"], schema=SweepConfig), shard=(0, 2))
 
 
+@pytest.mark.slow
 def test_weights_changed_in_place_are_a_new_model(tmp_path, tiny_mixtral, problems_file, monkeypatch):
     """A local directory has no hub revision: the sample address carries a weights fingerprint, so
     retraining into the same directory regenerates instead of silently reusing the old samples."""
@@ -241,8 +244,9 @@ def test_sigkill_midway_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_mi
 
 
 def test_bad_recipes_fail_before_any_work(tmp_path, tiny_mixtral, problems_file):
-    from inference.sweep_cli import run as cli_run
     import argparse
+
+    from inference.sweep.cli import run as cli_run
 
     path = recipe(tmp_path, tiny_mixtral, problems_file)
     for override, message in [("stages=[generate,vote]", r"'stages\[1\]': Invalid value 'vote'"),
@@ -274,7 +278,7 @@ def tiny_reward_model(tmp_path_factory):
 
 
 def test_reward_model_scores_are_batched_cached_and_match_one_by_one(tmp_path, tiny_reward_model, monkeypatch):
-    from inference import reward_model
+    from inference.generation import reward_model
 
     questions = ["What is 2+3?", "What is 10-4?", "What is 2+3?"]
     completions = [" 2+3=5\n#### 5", " It is 6. #### 6", " no idea, a much longer rambling answer ..."]

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from inference.taskloss import TASKLOSS_COLUMNS, HFTaskLoss, summarize
+from inference.instruments.taskloss import TASKLOSS_COLUMNS, HFTaskLoss, summarize
 from moelab.cli import main
 from tasks.taskloss_sets import gsm8k_set, load_taskloss_set
 

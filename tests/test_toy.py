@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from core.errors import UserError
-from inference.backends import truncate_at_stop
-from inference.toy_eval import count_correct, generate
-from moelab import toy_cli
 from core.stats import pass_at_k
+from inference.generation.backends import truncate_at_stop
+from inference.toy.evaluate import count_correct, generate
+from moelab import toy_cli
 from tasks.datasets import load_problems
 from tasks.prompts import STUDY_STOP_STRINGS, format_prompt
 from tasks.toy import make_problems, split_of
@@ -117,7 +117,7 @@ def test_member_loads_with_transformers_and_solves_problems(model_dir, test_prob
     from transformers import AutoTokenizer
 
     from checkpoints_index.toy.train import prompt_of
-    from inference.backends import make_backend
+    from inference.generation.backends import make_backend
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     question = test_problems[0]["question"]
@@ -187,7 +187,7 @@ class RecordingBackend:
         self.requests = []
 
     def generate(self, requests):
-        from inference.backends import GenerationResult
+        from inference.generation.backends import GenerationResult
 
         self.requests.extend(requests)
         return [GenerationResult(r, f"#### {r.seed}", 2, None, "stop") for r in requests]

@@ -19,10 +19,10 @@ FACTS = make_facts(200, seed=0)  # what configs/toy/train.yaml (task.num_facts: 
 
 @pytest.fixture(scope="module")
 def facts_task():
-    """lm-eval's Task object for `toy_facts`, through the lab's task folder and loader (inference.lm_eval_run)."""
+    """lm-eval's Task object for `toy_facts`, through the lab's task folder and loader (inference.instruments.lm_eval_run)."""
     from lm_eval.tasks import TaskManager
 
-    from inference.lm_eval_run import LAB_TASKS_DIR, load_task
+    from inference.instruments.lm_eval_run import LAB_TASKS_DIR, load_task
 
     manager = TaskManager(include_path=str(LAB_TASKS_DIR))
     assert Path(manager.task_index["toy_facts"].yaml_path).resolve().is_relative_to(LAB_TASKS_DIR)

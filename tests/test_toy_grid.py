@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from checkpoints_index.toy.schema import ToyGridConfig, ToyTrainConfig
+from checkpoints_index.toy.schema import ToyTrainConfig
+from inference.toy.schema import ToyGridConfig
 from checkpoints_index.toy.train import facts_per_batch
 from core.config import load_config
 from core.errors import UserError
 from core.stats import t_interval
-from inference.toy_grid import GRID_COLUMNS, grid_cells, measure_member, run_grid, summarize_grid, summary_markdown
+from inference.toy.grid import GRID_COLUMNS, grid_cells, measure_member, run_grid, summarize_grid, summary_markdown
 from tasks.datasets import load_problems
 from tasks.toy_facts import make_facts
 
@@ -127,7 +128,8 @@ def test_the_committed_grid_is_complete():
 def test_the_readmes_show_the_committed_grid():
     summary = (ROOT / "docs" / "results" / "toy-grid-summary.md").read_text()
     assert summary.strip() in (ROOT / "checkpoints_index" / "toy" / "README.md").read_text()
-    assert "docs/results/toy-grid.png" in (ROOT / "README.md").read_text()
+    assert "](results/toy-grid.png)" in (ROOT / "docs" / "deficit.md").read_text()  # the README links the page
+    assert "(docs/deficit.md" in (ROOT / "README.md").read_text()
     rows = _committed_rows()
     assert summary == summary_markdown(summarize_grid(rows))  # the table is the CSV's, not edited by hand
 

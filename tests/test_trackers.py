@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import UserError
-from inference.trackers import log_metrics_table
+from inference.jobs.trackers import log_metrics_table
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
@@ -47,9 +47,9 @@ def test_a_sweep_sends_its_metrics_table_to_the_recipes_trackers(tmp_path):
     import pyarrow.parquet as pq
 
     from core.config import load_config
-    from inference.aggregate import read_metrics
-    from inference.sweep import aggregate_and_plot
-    from inference.sweep_schema import SweepConfig
+    from inference.sweep.run import aggregate_and_plot
+    from inference.sweep.schema import SweepConfig
+    from inference.ttc.aggregate import read_metrics
 
     rows = [{"model": "m", "dataset": "toy", "setting": "T0.8", "problem_id": f"q{p}", "sample_idx": i,
              "answer": str(i % 3), "correct": (i + p) % 3 == 0, "score": 0.5} for p in range(3) for i in range(8)]

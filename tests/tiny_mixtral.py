@@ -14,8 +14,8 @@ def tiny_mixtral(out_dir: str | Path, num_experts: int = 8, top_k: int = 2, seed
     import torch
     from transformers import MixtralConfig, MixtralForCausalLM
 
-    from tasks.toy import make_problems
     from checkpoints_index.toy.tokenizer import train_tokenizer
+    from tasks.toy import make_problems
 
     rows = make_problems("train", 500)
     tokenizer = train_tokenizer([f"Question: {r['question']}\nAnswer: {r['solution']}" for r in rows], 400)

@@ -1,7 +1,0 @@
-"""`moelab taskloss RECIPE.yaml [key=value ...] [--shard I/N]`: the command-line face of `inference.taskloss`."""
-
-from inference.recipe_cli import recipe_command
-
-add_arguments, run = recipe_command(
-    "taskloss", schema="inference.taskloss_schema:TasklossConfig", runner="inference.taskloss:run_taskloss",
-    example="configs/taskloss/toy.yaml", overrides_example="dataset=gsm8k-4shot limit=100 backend.type=hf")
