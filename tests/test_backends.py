@@ -325,7 +325,8 @@ def test_vllm_backend_samples_equal_those_of_vllm_cpu_default_blocks(vllm_backen
     vllm_backend.llm.reset_prefix_cache()
     new = [[r.completion, r.num_tokens, r.finish_reason, r.cumulative_logprob] for r in vllm_backend.generate(reqs)]
     # in its own process: closing a second engine in this one tears down the distributed state the first uses
-    script = ("import json, sys; from inference.generation.backends import VLLMBackend, GenerationRequest, SamplingSettings\n"
+    script = ("import json, sys\n"
+              "from inference.generation.backends import VLLMBackend, GenerationRequest, SamplingSettings\n"
               "model, prompts, sampling = json.loads(sys.argv[1])\n"
               "reqs = [GenerationRequest(p, 1000 * j + i, SamplingSettings(**sampling)) for j, p in enumerate(prompts)"
               " for i in range(8)]\n"

@@ -57,6 +57,7 @@ def test_formula_matches_published_counts_and_known_examples():
             assert info.active_params == int(published[info.hf_id]["active_params"])
 
 
+@pytest.mark.slow
 def test_formula_equals_a_real_mixtral_numel():
     from transformers import MixtralConfig, MixtralForCausalLM
 

@@ -295,6 +295,7 @@ def test_pbs_failed_rank_fails_the_job_and_stops_the_server(cluster, pbs_state):
     assert trainers and all("grpo.vllm_server_host=127.0.0.1" in t["argv"] for t in trainers)
 
 
+@pytest.mark.slow
 def test_serve_command_passes_revision_dtype_and_max_length():
     from core.config import load_config
     from rl.schema import GRPORecipe

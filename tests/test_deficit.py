@@ -165,6 +165,7 @@ def test_findings_are_stored_as_data_beside_the_report(deficit_run):
     assert any("**closes**" in line or "**does not close**" in line or "**undetermined**" in line for line in found)
 
 
+@pytest.mark.slow
 def test_the_demo_report_quotes_the_deficit_findings_and_paired_changes(deficit_run, tmp_path):
     """The demo's report from the deficit stage's files: its findings as stored, its changes by measure."""
     from types import SimpleNamespace

@@ -75,6 +75,7 @@ def test_tidy_rows_split_metric_and_filter():
     assert all(list(r) == RESULT_COLUMNS and r["num_examples"] == 20 for r in rows)
 
 
+@pytest.mark.slow
 def test_offline_hub_dataset_fails_with_one_line_naming_it_and_the_override(task_manager):
     from inference.instruments.lm_eval_run import load_task
 

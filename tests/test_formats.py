@@ -53,6 +53,7 @@ def lm_eval_line(doc_id: int, filt: str, responses: list[str], target: str, corr
             "metrics": ["exact_match"], "doc_hash": "x", "exact_match": correct}
 
 
+@pytest.mark.slow
 def test_lm_eval_samples_aggregate_to_lm_evals_own_pass_at_1(tmp_path):
     lines = []
     for doc, (strict, flexible) in enumerate([(1.0, 1.0), (0.0, 1.0), (0.0, 0.0), (1.0, 1.0)]):

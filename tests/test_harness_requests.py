@@ -35,6 +35,7 @@ def standin(tmp_path_factory):
     return str(write_standin(tmp_path_factory.mktemp("standin") / "toy-bos"))
 
 
+@pytest.mark.slow
 def test_every_recipe_passes_add_bos_token_false_and_a_recipe_can_ask_for_it():
     for recipe in sorted((REPO / "configs/eval").glob("*.yaml")):
         cfg = load_recipe(recipe)
@@ -53,6 +54,7 @@ def test_bad_add_bos_token_settings_are_one_line_errors():
         model_args(resolved_backend(cfg), "M")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["vllm", "hf"])
 def test_contexts_reach_the_engine_without_bos_by_default_and_with_it_when_asked(standin, backend):
     from lm_eval.api.instance import Instance

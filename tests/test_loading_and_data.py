@@ -24,6 +24,7 @@ def tiny_d512(tmp_path_factory):
     return materialize_random("d512-E8-k2", tmp_path_factory.mktemp("d512") / "model", layers=2, dtype="float32")
 
 
+@pytest.mark.slow
 def test_materialized_model_has_the_index_architecture(tiny_d512):
     config = json.loads((tiny_d512 / "config.json").read_text())
     assert (config["hidden_size"], config["num_local_experts"], config["num_experts_per_tok"]) == (512, 8, 2)

@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 # module attribute each command's `run` reaches after its recipe loaded (where models would load)
 RUNNERS = {
-    "grpo": "rl.launch.run_recipe", "sweep": "inference.sweep.run.run_sweep", "eval": "inference.instruments.lm_eval_run.run_eval",
+    "grpo": "rl.launch.run_recipe", "sweep": "inference.sweep.run.run_sweep",
+    "eval": "inference.instruments.lm_eval_run.run_eval",
     "taskloss": "inference.instruments.taskloss.run_taskloss", "deficit": "moelab.deficit.run_deficit",
     "demo": "moelab.demo.run_demo", "posttrain": "moelab.posttrain.run_posttrain",
     "toy train": "checkpoints_index.toy.train.train_family", "toy grid": "inference.toy.grid.run_grid",

@@ -228,6 +228,7 @@ def test_closing_a_scorer_leaves_no_process():
         assert not Path(f"/proc/{pid}").exists() or b"zombie" in Path(f"/proc/{pid}/status").read_bytes().lower()
 
 
+@pytest.mark.slow
 def test_a_worker_killed_from_outside_is_replaced():
     import signal
 

@@ -30,6 +30,7 @@ def test_recorded_verdicts_belong_to_the_current_cases():
     assert {c["rule"] for c in CASES} == {"study", "study_grpo"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", ["study", "study_grpo"])
 def test_the_lab_reproduces_the_authors_verdicts(rule):
     rows = [v for v in VERDICTS if v["rule"] == rule]

@@ -91,6 +91,7 @@ NUMBER_PAIRS = [("\\frac{3}{4}", "\\frac{4}{4}"), ("\\frac{3}{4}", "\\frac{6}{8}
                 ("123456789012/7", "123456789013/7"), ("\\frac{100}{3}", "\\frac{200}{6}"), ("0", "-0")]
 
 
+@pytest.mark.slow
 def test_numbers_decided_in_the_caller_are_the_workers_verdicts():
     golds, preds = [], []
     for _, gold, completion in _bench_rows(160, 8):

@@ -214,6 +214,7 @@ def _launch(launcher: str, program: str, cwd: Path, mode: str | None = None) -> 
                           timeout=60, cwd=cwd, env=env)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(ESCAPES))
 def test_each_escape_does_harm_without_a_sandbox(name, tmp_path, target):
     host, listener = _host(tmp_path), Listener()

@@ -114,6 +114,7 @@ def eval_spy(monkeypatch, task_manager):
     return calls
 
 
+@pytest.mark.slow
 def test_eval_shards_then_collect_evaluates_nothing_done(tmp_path, eval_spy, capsys):
     out = tmp_path / "eval"
     args = ["eval", "configs/eval/toy.yaml", f"models={json.dumps(MEMBERS)}", "tasks=[toy]", "limit=3",
@@ -160,6 +161,7 @@ class FakeScorer:
         pass
 
 
+@pytest.mark.slow
 def test_taskloss_shards_then_collect_scores_nothing_done(tmp_path, monkeypatch):
     from inference.instruments import taskloss
 

@@ -35,6 +35,7 @@ def test_named_sets_and_jsonl(tmp_path):
     assert load_taskloss_set(str(path)) == ("mine", [{"prompt": "Q: 1+1\nA:", "answer": " 2"}])
 
 
+@pytest.mark.slow
 def test_one_examples_nll_recomputed_by_hand_from_the_logits():
     """The batched, left-padded HF scorer against a plain forward pass and log-softmax of one example."""
     import torch

@@ -112,6 +112,7 @@ def test_problems():
     return load_problems("toy", "test", num_problems=50)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_dir", MEMBERS, ids=MEMBER_IDS)
 def test_member_loads_with_transformers_and_solves_problems(model_dir, test_problems):
     from transformers import AutoTokenizer

@@ -19,7 +19,8 @@ FACTS = make_facts(200, seed=0)  # what configs/toy/train.yaml (task.num_facts: 
 
 @pytest.fixture(scope="module")
 def facts_task():
-    """lm-eval's Task object for `toy_facts`, through the lab's task folder and loader (inference.instruments.lm_eval_run)."""
+    """lm-eval's Task object for `toy_facts`, through the lab's task folder and loader
+    (inference.instruments.lm_eval_run)."""
     from lm_eval.tasks import TaskManager
 
     from inference.instruments.lm_eval_run import LAB_TASKS_DIR, load_task
@@ -29,6 +30,7 @@ def facts_task():
     return load_task(manager, "toy_facts", load_recipe(REPO / "configs/eval/toy.yaml"))["toy_facts"]
 
 
+@pytest.mark.slow
 def test_lm_eval_task_asks_the_pretraining_facts_as_the_toy_task_asks(facts_task):
     docs = list(facts_task.test_docs())
     assert [d["question"] for d in docs] == [f["question"] for f in FACTS]
@@ -41,6 +43,7 @@ def test_lm_eval_task_asks_the_pretraining_facts_as_the_toy_task_asks(facts_task
     assert [f["name"] for f in config.filter_list] == ["strict-match", "flexible-extract"]
 
 
+@pytest.mark.slow
 def test_lm_eval_filters_and_metric_score_a_gold_and_a_wrong_answer(facts_task):
     facts_task.build_all_requests(limit=4, rank=0, world_size=1)
     instances = facts_task.instances

@@ -45,8 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--score-column", default=None,
                         help="numeric column for best_of_n / weighted_majority (default: score, else mean_logprob)")
     parser.add_argument("--format", default="auto", choices=["auto", "table", "lm-eval", "rewarded"],
-                        help="input format (inference/ttc/formats.py): the lab's table, lm-eval --log_samples lines, or "
-                             "verl/open-r1 reward-labelled rows; auto = from the first row")
+                        help="input format (inference/ttc/formats.py): the lab's table, lm-eval --log_samples "
+                             "lines, or verl/open-r1 reward-labelled rows; auto = from the first row")
     parser.add_argument("--rule", default=None, choices=["lab", "study", "study_grpo"],
                         help="lm-eval samples: re-score every response with this rule (needs --task); default: "
                              "lm-eval's own per-document metric (one response per document)")
