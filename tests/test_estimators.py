@@ -75,8 +75,10 @@ def test_all_estimators_equal_brute_force(seed):
         np.testing.assert_allclose(values, [e[strategy] for e in expected], atol=1e-9, rtol=0, err_msg=strategy)
 
 
-def test_majority_dp_matches_brute_force_with_big_clusters():
+@pytest.mark.parametrize("batch_width", [160, 0])  # blocks of j at once (default) / one j at a time
+def test_majority_dp_matches_brute_force_with_big_clusters(monkeypatch, batch_width):
     """The DP proper (not enumeration), with ties between big clusters and many no-answer samples."""
+    monkeypatch.setattr("inference.ttc.estimators.DP_BATCH_WIDTH", batch_width)
     answers = ["x"] * 5 + ["y"] * 5 + ["z"] * 3 + [None] * 3
     p = ProblemSamples.from_answers(answers, [a == "y" for a in answers], np.zeros(16))
     ks = list(range(1, 17))
@@ -218,3 +220,34 @@ def test_nested_small_subsets_are_uniform_for_every_k():
         hits = np.bincount(drawn.ravel(), minlength=9)  # each sample in k/9 of the subsets
         expected, sd = 20_000 * k / 9, np.sqrt(20_000 * k / 9)
         assert np.all(np.abs(hits - expected) < 5 * sd), hits
+
+
+def test_majority_dp_blocks_of_j_equal_one_j_at_a_time(monkeypatch):
+    """The batched DP (blocks of winning counts, small blocks forced too) against the one-j-at-a-time
+    sums, on profiles up to n = 1,024 and widths past DP_BATCH_WIDTH."""
+    import inference.ttc.estimators as estimators
+
+    rng = np.random.default_rng(4)
+    for trial in range(30):
+        n = int(rng.integers(2, 1025))
+        sizes = rng.multinomial(n, rng.dirichlet(np.full(int(rng.integers(2, 9)), 0.5)))
+        sizes, num_null = sizes[:-1], int(sizes[-1])
+        values = rng.random(len(sizes)) if trial % 2 else (rng.random(len(sizes)) < 0.4).astype(float)
+        ks = sorted({int(k) for k in rng.integers(1, min(n, 200) + 1, size=4)})
+        monkeypatch.setattr(estimators, "DP_BATCH_WIDTH", 0)
+        one_j = estimators.majority_exact(sizes, values, num_null, ks)
+        monkeypatch.setattr(estimators, "DP_BATCH_WIDTH", 10_000)
+        monkeypatch.setattr(estimators, "DP_BLOCK_ENTRIES", [1 << 21, 1][trial % 2])  # one block / one j a block
+        np.testing.assert_allclose(estimators.majority_exact(sizes, values, num_null, ks), one_j, rtol=0, atol=1e-13)
+
+
+def test_permutation_prefix_summed_in_steps_equals_one_cumsum():
+    """The pool's prefix sums are extended as larger subsets are asked for: bit for bit one cumsum."""
+    from inference.ttc.estimators import _permutation_pool, _permutation_prefix_sums, _pool_prefix
+
+    values = np.random.default_rng(2).random(300) * 3
+    whole = _permutation_prefix_sums(values, 256, np.random.default_rng(8))
+    pool: dict = {}
+    _permutation_pool(values, 256, np.random.default_rng(8), pool)
+    for x_max in (5, 5, 40, 41, 299, 300):
+        assert np.array_equal(_pool_prefix(pool, x_max)[:, : x_max + 1], whole[:, : x_max + 1])

@@ -38,6 +38,7 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -53,6 +54,9 @@ from inference.ttc.estimators import (
     prefix_batch,
     weighted_majority_at_k,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa  # annotations only: pyarrow is imported where a table is read
 
 COLUMNS = ["model", "strategy", "k", "accuracy", "ci_low", "ci_high", "num_problems", "mean_tokens", "flops",
            "estimator", "vote_weight"]
@@ -237,7 +241,8 @@ def estimate_per_problem(samples, ks: list[int] | None = None, strategies: list[
                          mc_draws: int = 2000, workers: int = 1, where: str | None = None,
                          vote_weight: str = "auto") -> list[ModelEstimates]:
     """Every model's per-problem accuracy at every k for every strategy (see module docstring).
-    workers: processes for the voting strategies (results are identical for any number).
+    workers: processes for the voting strategies (results are identical for any number); the closed
+    forms (pass, best_of_n) and token means are computed here while they vote.
     vote_weight: how weighted majority turns scores into weights (`vote_weights`)."""
     where = where or (str(samples) if isinstance(samples, (str, Path)) else "samples")
     table = read_samples(samples)
@@ -280,14 +285,15 @@ def estimate_per_problem(samples, ks: list[int] | None = None, strategies: list[
     prompt_tokens = _column(table, "prompt_tokens", "float", where) if "prompt_tokens" in names else None
 
     order = np.lexsort((sample_idx, problem_code, model_code))
-    keys = np.stack([model_code[order], problem_code[order], sample_idx[order]])
-    same = (np.diff(keys, axis=1) == 0)
-    duplicate = np.flatnonzero(same.all(0))
+    sorted_model, sorted_problem = model_code[order], problem_code[order]
+    new_group = (sorted_model[1:] != sorted_model[:-1]) | (sorted_problem[1:] != sorted_problem[:-1])
+    sorted_idx = sample_idx[order]
+    duplicate = np.flatnonzero(~new_group & (sorted_idx[1:] == sorted_idx[:-1]))
     if len(duplicate):
         i = order[duplicate[0]]
         raise UserError(f"{where}: duplicate sample: model {model_names[model_code[i]]!r}, problem "
                         f"{problem_names[problem_code[i]]!r}, sample_idx {sample_idx[i]}")
-    starts = np.flatnonzero(np.concatenate([[True], ~(same[0] & same[1])]))
+    starts = np.flatnonzero(np.concatenate([[True], new_group]))
     ends = np.append(starts[1:], len(order))
 
     results = []
@@ -302,16 +308,20 @@ def estimate_per_problem(samples, ks: list[int] | None = None, strategies: list[
         est = ModelEstimates(model=model_names[m_code], ks=model_ks,
                              problem_ids=[problem_names[problem_code[order[a]]] for a, _ in groups],
                              vote_weight=weight_map or "")
-        if tokens is not None:
-            est.tokens_per_sample = _mean_per_sample(tokens, order, groups)
-        if prompt_tokens is not None:
-            est.prompt_tokens_per_sample = _mean_per_sample(prompt_tokens, order, groups)
-        for strategy in strategies:
-            if strategy in ("pass", "best_of_n") or estimator == "prefix":
-                est.values[strategy], est.estimator[strategy] = _estimate(problems, strategy, model_ks, estimator)
-        votes = [s for s in strategies if s in ("majority", "weighted_majority") and s not in est.values]
+
+        def in_process(est=est, problems=problems, groups=groups, model_ks=model_ks):
+            """The closed forms, prefix mode and token means: here, while the workers vote."""
+            if tokens is not None:
+                est.tokens_per_sample = _mean_per_sample(tokens, order, groups)
+            if prompt_tokens is not None:
+                est.prompt_tokens_per_sample = _mean_per_sample(prompt_tokens, order, groups)
+            for strategy in strategies:
+                if strategy in ("pass", "best_of_n") or estimator == "prefix":
+                    est.values[strategy], est.estimator[strategy] = _estimate(problems, strategy, model_ks, estimator)
+
+        votes = [s for s in strategies if s in ("majority", "weighted_majority") and estimator != "prefix"]
         for strategy, (values, labels) in _estimate_votes(problems, votes, model_ks, estimator == "monte_carlo",
-                                                           [seed, m_index], mc_draws, workers).items():
+                                                           [seed, m_index], mc_draws, workers, in_process).items():
             est.values[strategy], est.estimator[strategy] = values, labels
         est.values = {s: est.values[s] for s in strategies}  # keep the requested order
         est.estimator = {s: est.estimator[s] for s in strategies}
@@ -372,20 +382,29 @@ VOTE_CHUNK = 32  # problems per Monte-Carlo random stream: results do not depend
 
 
 def _estimate_votes(problems: list[ProblemSamples], strategies: list[str], ks: list[int], force_monte_carlo: bool,
-                    seed: list[int], draws: int, workers: int) -> dict[str, tuple[np.ndarray, list[str]]]:
+                    seed: list[int], draws: int, workers: int,
+                    meanwhile=None) -> dict[str, tuple[np.ndarray, list[str]]]:
     """majority / weighted_majority for every problem, in chunks of VOTE_CHUNK problems with their
-    own seeded random stream, spread over `workers` processes."""
-    if not strategies:
-        return {}
+    own seeded random stream, spread over `workers` processes. `meanwhile()`, if given, runs once in
+    this process, while the workers vote (it shares the cores instead of waiting for them)."""
     chunks = [(problems[i:i + VOTE_CHUNK], strategies, ks, force_monte_carlo, seed + [i // VOTE_CHUNK], draws)
-              for i in range(0, len(problems), VOTE_CHUNK)]
+              for i in range(0, len(problems), VOTE_CHUNK)] if strategies else []
     if workers > 1 and len(chunks) > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            parts = list(pool.map(_votes_chunk, *zip(*chunks)))
+            pending = pool.map(_votes_chunk, *zip(*chunks))  # every chunk submitted now
+            if meanwhile is not None:
+                try:
+                    meanwhile()
+                except BaseException:
+                    pool.shutdown(cancel_futures=True)
+                    raise
+            parts = list(pending)
     else:
+        if meanwhile is not None:
+            meanwhile()
         parts = [_votes_chunk(*chunk) for chunk in chunks]
     out = {}
     for s in strategies:

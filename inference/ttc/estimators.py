@@ -27,7 +27,8 @@ Majority DP: condition on the winning count j. Clusters smaller than j can only 
 merge with the no-answer group into one binomial factor C(n_small, .). Each cluster with at least j
 samples contributes sum_{x<j} C(s,x) z^x (below j) + C(s,j) z^j w (tied at j); a second array carries
 the correctness-weighted sum. The coefficient of z^d w^t, divided by t, times C(n_small, k-d), summed,
-over C(n,k), is the answer. Counts are float64 (exact Pascal rows), safe up to n = 1,024.
+over C(n,k), is the answer. Counts are float64 (exact Pascal rows), safe up to n = 1,024. The j are
+independent: blocks of them run at once, one batched matrix product per cluster (`majority_exact`).
 
 Monte Carlo (where exact is intractable): >= 2,000 uniform k-subsets per k. Small k (k^2 <= n):
 the subsets' indices are drawn directly. Larger k: the cluster counts are drawn from the
@@ -49,6 +50,7 @@ majority of one problem vote on the same draws.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -68,6 +70,8 @@ DP_MAX_FLOPS = 5e6  # beyond them Monte Carlo is cheaper and, over many problems
 PERMUTATION_POOL = 256  # at least this many within-cluster permutations per problem and cluster,
 PERMUTATION_BUDGET = 65_536  # or as many as fit this many entries (independent draws for small clusters)
 TIE_TOLERANCE = 1e-9  # summed scores closer than this (relative) are a tie
+DP_BATCH_WIDTH = 160  # the majority DP runs many winning counts j at once while rows are at most this wide,
+DP_BLOCK_ENTRIES = 1 << 21  # in blocks whose (j, 2 x width, width) convolution matrices hold at most this many
 
 
 @dataclass
@@ -139,17 +143,6 @@ def _subset_ratio(n: int, k: int) -> np.ndarray:
     return ratio
 
 
-def _convolve_rows(rows: np.ndarray, kernel: np.ndarray, width: int) -> np.ndarray:
-    """Each row convolved with kernel, truncated to `width` columns; direct sums (exact in float64)."""
-    if len(kernel) > rows.shape[0]:
-        return np.stack([np.convolve(row, kernel)[:width] for row in rows])
-    out = np.zeros((rows.shape[0], width))
-    for x, c in enumerate(kernel[:width]):
-        if c:
-            out[:, x:] += c * rows[:, : width - x]
-    return out
-
-
 def majority_dp_cost(sizes: np.ndarray, k_max: int) -> tuple[int, float]:
     """(numpy calls, multiply-adds) the exact majority DP needs: the choice exact vs Monte Carlo."""
     sizes = np.sort(sizes)[::-1]
@@ -175,7 +168,15 @@ def majority_dp_costs(sizes: np.ndarray, ks) -> tuple[np.ndarray, np.ndarray]:
 
 
 def majority_exact(sizes: np.ndarray, values: np.ndarray, num_null: int, ks) -> np.ndarray:
-    """Exact majority@k by the dynamic program in the module docstring. sizes/values: per cluster."""
+    """Exact majority@k by the dynamic program in the module docstring. sizes/values: per cluster.
+
+    The winning counts j are independent. Where the rows are narrow (every k the majority estimator
+    affords is) a block of them runs at once: one (j, rows, columns) array per quantity, and each big
+    cluster enters every j of the block through one batched product with its convolution matrix (its
+    below-j kernel as a Toeplitz matrix, its tie at j as a shift by j); a cluster smaller than some j
+    of the block enters those j as the identity (it is in n_small there). Wide rows go one j at a time
+    with direct sums, where a Toeplitz matrix would cost width / j times more."""
+    sizes, values = np.asarray(sizes), np.asarray(values, dtype=float)
     order = np.argsort(-sizes, kind="stable")
     sizes, values = sizes[order], values[order]
     n = int(sizes.sum()) + num_null
@@ -185,52 +186,127 @@ def majority_exact(sizes: np.ndarray, values: np.ndarray, num_null: int, ks) -> 
     ks = np.asarray(ks)
     k_max = int(ks.max())
     total = np.zeros(len(ks))
-    for j in range(1, min(int(sizes.max(initial=0)), k_max) + 1):
-        b = int(np.sum(sizes >= j))
-        n_small = n - int(sizes[:b].sum())
-        width = min(k_max, b * j) + 1
-        # rows: number of clusters tied at j; columns: items drawn from the big clusters
-        counts = np.zeros((b + 1, width))
-        weighted = np.zeros((b + 1, width))
-        counts[0, : min(j, width)] = comb[sizes[0], : min(j, width)]  # first cluster: no convolution
-        if j < width:
-            counts[1, j] = comb[sizes[0], j]
-            weighted[1, j] = values[0] * comb[sizes[0], j]
-        for index in range(1, b):
-            s, v = sizes[index], values[index]
-            first_row = 0 if index < b - 1 else 1  # the last cluster only feeds rows with a tie
-            rows = slice(first_row, index + 2)
-            below, at_j = comb[s, :j], comb[s, j]
-            new_counts = np.zeros_like(counts)
-            new_weighted = np.zeros_like(weighted)
-            new_counts[rows] = _convolve_rows(counts[rows], below, width)
-            new_weighted[rows] = _convolve_rows(weighted[rows], below, width)
-            if j < width:
-                lower = slice(max(first_row, 1) - 1, index + 1)
-                upper = slice(max(first_row, 1), index + 2)
-                new_counts[upper, j:] += at_j * counts[lower, : width - j]
-                new_weighted[upper, j:] += at_j * (weighted[lower, : width - j] + v * counts[lower, : width - j])
-            counts, weighted = new_counts, new_weighted
-        per_degree = (weighted[1:] / np.arange(1, b + 1)[:, None]).sum(0)  # a tie pays 1/t per cluster
-        rest = ks[:, None] - np.arange(width)[None, :]
-        ways_small = np.where((rest >= 0) & (rest <= n_small), comb[n_small, np.clip(rest, 0, n_small)], 0.0)
-        total += ways_small @ per_degree
+    j_top = min(int(sizes.max(initial=0)), k_max)
+    j = 1
+    while j <= j_top:
+        num_big = int(np.sum(sizes >= j))
+        width = min(k_max, num_big * j) + 1
+        if width > DP_BATCH_WIDTH:
+            total += _majority_one_j(sizes[:num_big], values[:num_big], n, comb, ks, j, width)
+            j += 1
+            continue
+        # as many j as keep the block's widest (j, 2 x width, width) matrix within DP_BLOCK_ENTRIES
+        j_end = j
+        while j_end < j_top and min(k_max, num_big * (j_end + 1)) + 1 <= DP_BATCH_WIDTH and \
+                (j_end + 1 - j + 1) * 2 * (min(k_max, num_big * (j_end + 1)) + 1) ** 2 <= DP_BLOCK_ENTRIES:
+            j_end += 1
+        total += _majority_block(sizes[:num_big], values[:num_big], n, comb, ks, np.arange(j, j_end + 1),
+                                 min(k_max, num_big * j_end) + 1)
+        j = j_end + 1
     return total / comb[n, ks]
 
 
+def _majority_one_j(sizes: np.ndarray, values: np.ndarray, n: int, comb: np.ndarray, ks: np.ndarray, j: int,
+                    width: int) -> np.ndarray:
+    """The DP's terms for one winning count j (before the division by C(n, k)); sizes: the clusters >= j."""
+    b = len(sizes)
+    n_small = n - int(sizes.sum())
+    # rows: number of clusters tied at j; columns: items drawn from the big clusters
+    counts = np.zeros((b + 1, width))
+    weighted = np.zeros((b + 1, width))
+    counts[0, : min(j, width)] = comb[sizes[0], : min(j, width)]  # first cluster: no convolution
+    if j < width:
+        counts[1, j] = comb[sizes[0], j]
+        weighted[1, j] = values[0] * comb[sizes[0], j]
+    for index in range(1, b):
+        s, v = sizes[index], values[index]
+        first_row = 0 if index < b - 1 else 1  # the last cluster only feeds rows with a tie
+        rows = slice(first_row, index + 2)
+        below, at_j = comb[s, :j], comb[s, j]
+        new_counts = np.zeros_like(counts)
+        new_weighted = np.zeros_like(weighted)
+        new_counts[rows] = _convolve_rows(counts[rows], below, width)
+        new_weighted[rows] = _convolve_rows(weighted[rows], below, width)
+        if j < width:
+            lower = slice(max(first_row, 1) - 1, index + 1)
+            upper = slice(max(first_row, 1), index + 2)
+            new_counts[upper, j:] += at_j * counts[lower, : width - j]
+            new_weighted[upper, j:] += at_j * (weighted[lower, : width - j] + v * counts[lower, : width - j])
+        counts, weighted = new_counts, new_weighted
+    per_degree = (weighted[1:] / np.arange(1, b + 1)[:, None]).sum(0)  # a tie pays 1/t per cluster
+    rest = ks[:, None] - np.arange(width)[None, :]
+    ways_small = np.where((rest >= 0) & (rest <= n_small), comb[n_small, np.clip(rest, 0, n_small)], 0.0)
+    return ways_small @ per_degree
+
+
+def _convolve_rows(rows: np.ndarray, kernel: np.ndarray, width: int) -> np.ndarray:
+    """Each row convolved with kernel, truncated to `width` columns; direct sums (exact in float64)."""
+    if len(kernel) > rows.shape[0]:
+        return np.stack([np.convolve(row, kernel)[:width] for row in rows])
+    out = np.zeros((rows.shape[0], width))
+    for x, c in enumerate(kernel[:width]):
+        if c:
+            out[:, x:] += c * rows[:, : width - x]
+    return out
+
+
+def _majority_block(sizes: np.ndarray, values: np.ndarray, n: int, comb: np.ndarray, ks: np.ndarray,
+                    js: np.ndarray, width: int) -> np.ndarray:
+    """sum over j in js of the DP's terms (before the division by C(n, k)); sizes: the clusters >= js[0]."""
+    num_j, num_big = len(js), len(sizes)
+    column = np.arange(width)
+    below = column[None, :] < js[:, None]  # (j, width): the kernel's terms x < j
+    lag = column[None, :] - column[:, None]  # Toeplitz lag d - d'
+    inside = lag >= 0
+    lag_index = np.where(inside, lag, 0)
+    shift = lag[None, :, :] == js[:, None, None]  # (j, d', d): the tie term moves d' to d' + j
+    # rows: clusters tied at j (0..num_big); the first cluster needs no convolution
+    counts = np.zeros((num_j, num_big + 1, width))
+    weighted = np.zeros((num_j, num_big + 1, width))
+    counts[:, 0] = np.where(below, comb[sizes[0], :width], 0.0)
+    tie = js < width
+    counts[tie, 1, js[tie]] = comb[sizes[0], js[tie]]
+    weighted[tie, 1, js[tie]] = values[0] * comb[sizes[0], js[tie]]
+    for index in range(1, num_big):
+        s, v = sizes[index], values[index]
+        big = js <= s  # j where this cluster is big; elsewhere it passes the rows through unchanged
+        kernel = np.where(below & big[:, None], comb[s, :width], 0.0)
+        kernel[~big, 0] = 1.0
+        matrix = np.empty((num_j, 2 * width, width))
+        matrix[:, :width] = np.where(inside, kernel[:, lag_index], 0.0)
+        matrix[:, width:] = np.where(shift, np.where(big, comb[s, js], 0.0)[:, None, None], 0.0)
+        rows = index + 2  # rows 0..index+1 can be non-zero after this cluster
+        stacked = np.zeros((num_j, 2 * rows, 2 * width))
+        stacked[:, :rows, :width] = counts[:, :rows]
+        stacked[:, rows:, :width] = weighted[:, :rows]
+        stacked[:, 1:rows, width:] = counts[:, : rows - 1]
+        stacked[:, rows + 1:, width:] = weighted[:, : rows - 1] + v * counts[:, : rows - 1]
+        product = stacked @ matrix
+        counts[:, :rows], weighted[:, :rows] = product[:, :rows], product[:, rows:]
+    per_degree = (weighted[:, 1:] / np.arange(1, num_big + 1)[None, :, None]).sum(1)  # (j, d): a tie pays 1/t
+    n_small = n - (sizes[None, :] * (sizes[None, :] >= js[:, None])).sum(1)  # (j,)
+    rest = ks[None, :, None] - column[None, None, :]  # (1, k, d)
+    fits = (rest >= 0) & (rest <= n_small[:, None, None])
+    ways_small = np.where(fits, comb[n_small[:, None, None], np.clip(rest, 0, n_small[:, None, None])], 0.0)
+    return np.einsum("jkd,jd->k", ways_small, per_degree)
+
+
 def _vote(counts: np.ndarray, values: np.ndarray, sums: np.ndarray | None = None) -> np.ndarray:
-    """Per subset (rows): correctness of the winning cluster(s), ties uniform; 0 if nothing answered.
-    counts/sums: (subsets, clusters). With sums, the largest summed score wins, else the largest count."""
-    present = counts > 0
+    """Per subset (columns): correctness of the winning cluster(s), ties uniform; 0 if nothing answered.
+    counts/sums: (clusters, subsets), cluster-major so that every reduction runs over whole rows (numpy
+    reduces a short inner axis ~30x slower). With sums, the largest summed score wins, else the largest count."""
     if sums is None:
-        best = counts.max(1, initial=0)
-        tie = present & (counts == best[:, None])
+        best = counts.max(0, initial=0)
+        tie = (counts == best) & (best > 0)
     else:
+        present = counts > 0
         key = np.where(present, sums, -np.inf)
-        best = key.max(1, initial=-np.inf)
-        tie = present & (key >= best[:, None] - TIE_TOLERANCE * np.maximum(1.0, np.abs(best[:, None])))
-    num_tied = tie.sum(1)
-    return np.where(num_tied > 0, (tie * values).sum(1) / np.maximum(num_tied, 1), 0.0)
+        best = key.max(0, initial=-np.inf)
+        tie = present & (key >= best - TIE_TOLERANCE * np.maximum(1.0, np.abs(best)))
+    hits = 0.0  # clusters worth 0 add +0.0 to the sum over clusters: skipping them changes no bit
+    for c in np.flatnonzero(values):
+        hits = hits + tie[c] * values[c]
+    return hits / np.maximum(tie.sum(0), 1)  # nothing answered: 0 / 1
 
 
 @lru_cache(maxsize=32)
@@ -250,10 +326,11 @@ def _enumerate(samples: ProblemSamples, k: int, weight: np.ndarray | None) -> fl
         members = members[size == k]
         onehot = np.zeros((n, m))
         onehot[np.flatnonzero(answered), samples.cluster[answered]] = 1.0
-        counts = members @ onehot
-        sums = None if weight is None else members @ (onehot * weight[:, None])
+        counts = (members @ onehot).T  # _vote takes (clusters, subsets)
+        sums = None if weight is None else (members @ (onehot * weight[:, None])).T
         return float(_vote(counts, samples.cluster_value(), sums).mean())
-    subsets = np.array(list(itertools.combinations(range(n), k)), dtype=np.int64).reshape(-1, k)
+    subsets = np.fromiter(itertools.chain.from_iterable(itertools.combinations(range(n), k)), dtype=np.int64,
+                          count=math.comb(n, k) * k).reshape(-1, k)
     counts, sums = _subset_tallies(samples, subsets, weight)
     return float(_vote(counts, samples.cluster_value(), sums).mean())
 
@@ -261,10 +338,10 @@ def _enumerate(samples: ProblemSamples, k: int, weight: np.ndarray | None) -> fl
 def _draw(samples: ProblemSamples, k: int, draws: int, rng: np.random.Generator, cache: dict | None,
           width: int = 0):
     """`draws` uniform k-subsets, as ("subsets", indices) when k is small (k^2 <= n: indices drawn
-    directly, cheap) or as ("counts", per-cluster counts) from the multivariate hypergeometric law
-    a uniform k-subset induces. Cached so majority and weighted majority vote on the same draws.
-    Small subsets are nested: one draw of `width` >= k ordered distinct indices per row serves every
-    small k as its first k columns (a uniform ordered sample's prefix is a uniform k-subset)."""
+    directly, cheap) or as ("counts", per-cluster counts, cluster-major) from the multivariate
+    hypergeometric law a uniform k-subset induces. Cached so majority and weighted majority vote on
+    the same draws. Small subsets are nested: one draw of `width` >= k ordered distinct indices per row
+    serves every small k as its first k columns (a uniform ordered sample's prefix is a uniform k-subset)."""
     if cache is not None and ("draw", k, draws) in cache:
         return cache["draw", k, draws]
     if k * k <= samples.n:
@@ -277,7 +354,8 @@ def _draw(samples: ProblemSamples, k: int, draws: int, rng: np.random.Generator,
     else:
         colors = np.append(samples.cluster_sizes(), np.sum(samples.cluster < 0))
         method = "count" if k <= 96 else "marginals"  # the faster of numpy's two exact samplers at this k
-        result = ("counts", rng.multivariate_hypergeometric(colors, k, size=draws, method=method)[:, :-1])
+        counts = rng.multivariate_hypergeometric(colors, k, size=draws, method=method)
+        result = ("counts", np.ascontiguousarray(counts[:, :-1].T))
     if cache is not None:
         cache["draw", k, draws] = result
     return result
@@ -289,20 +367,22 @@ def _nest_width(n: int, ks) -> int:
 
 
 def _subset_tallies(samples: ProblemSamples, index: np.ndarray, weight: np.ndarray | None):
-    """Per subset (rows of `index`): votes per cluster and, with weights, summed weight per cluster."""
-    m = samples.num_clusters
+    """Per subset (rows of `index`): votes per cluster and, with weights, summed weight per cluster, both
+    (clusters, subsets). Each sum adds its subset's weights in column order, whatever the layout."""
+    m, num = samples.num_clusters, len(index)
     bins = np.where(samples.cluster >= 0, samples.cluster, m)[index]  # no answer -> extra bin m
-    flat = (np.arange(len(index))[:, None] * (m + 1) + bins).ravel()
-    counts = np.bincount(flat, minlength=len(index) * (m + 1)).reshape(-1, m + 1)[:, :m]
+    flat = (bins * num + np.arange(num)[:, None]).ravel()
+    counts = np.bincount(flat, minlength=(m + 1) * num).reshape(m + 1, num)[:m]
     if weight is None:
         return counts, None
-    sums = np.bincount(flat, weights=weight[index].ravel(), minlength=len(index) * (m + 1))
-    return counts, sums.reshape(-1, m + 1)[:, :m]
+    sums = np.bincount(flat, weights=weight[index].ravel(), minlength=(m + 1) * num)
+    return counts, sums.reshape(m + 1, num)[:m]
 
 
 def _weighted_sums(samples: ProblemSamples, counts: np.ndarray, weight: np.ndarray, rng: np.random.Generator,
                    cache: dict) -> np.ndarray:
-    """Score sums of random within-cluster subsets of the drawn sizes, sampled only where needed.
+    """Score sums of random within-cluster subsets of the drawn sizes (counts: clusters x draws), sampled
+    only where needed.
 
     A cluster's sum lies between the sum of its x smallest and its x largest scores. A cluster whose
     upper bound is below another's lower bound loses whatever its subset, so it keeps its lower
@@ -312,22 +392,26 @@ def _weighted_sums(samples: ProblemSamples, counts: np.ndarray, weight: np.ndarr
     members = cache.get("members")
     if members is None:
         members = cache["members"] = [np.sort(weight[samples.cluster == c]) for c in range(m)]
-        cache["low"] = [np.concatenate([[0], np.cumsum(w)]) for w in members]
-        cache["high"] = [np.concatenate([[0], np.cumsum(w[::-1])]) for w in members]
+        width = max((len(w) for w in members), default=0) + 1
+        low, high = np.zeros((m, width)), np.zeros((m, width))  # row c: sums of c's x smallest / largest
+        for c, w in enumerate(members):
+            np.cumsum(w, out=low[c, 1:len(w) + 1])
+            np.cumsum(w[::-1], out=high[c, 1:len(w) + 1])
+        cache["low"], cache["high"] = low, high
     present = counts > 0
-    low = np.stack([cache["low"][c][counts[:, c]] for c in range(m)], 1)
-    high = np.stack([cache["high"][c][counts[:, c]] for c in range(m)], 1)
-    best_low = np.where(present, low, -np.inf).max(1, initial=-np.inf)
+    cluster = np.arange(m)[:, None]
+    low, high = cache["low"][cluster, counts], cache["high"][cluster, counts]
+    best_low = np.where(present, low, -np.inf).max(0, initial=-np.inf)
     margin = TIE_TOLERANCE * np.maximum(1.0, np.abs(np.where(np.isfinite(best_low), best_low, 0.0)))
-    contender = present & (high >= (best_low - margin)[:, None])
-    undecided = contender.sum(1) > 1
+    contender = present & (high >= best_low - margin)
+    undecided = contender.sum(0) > 1
     sums = low
     for c, w in enumerate(members):
         if len(w) == 0 or w[0] == w[-1]:
             continue  # equal scores: the bound is the sum
-        rows = np.flatnonzero(undecided & contender[:, c])
-        if len(rows):
-            sums[rows, c] = _random_subset_sums(w, counts[rows, c], rng, cache.setdefault(("pool", c), {}))
+        draws = np.flatnonzero(undecided & contender[c])
+        if len(draws):
+            sums[c, draws] = _random_subset_sums(w, counts[c, draws], rng, cache.setdefault(("pool", c), {}))
     return sums
 
 
@@ -336,13 +420,14 @@ def _random_subset_sums(values: np.ndarray, sizes: np.ndarray, rng: np.random.Ge
 
     Small subsets: indices drawn with replacement, rows holding a repeat redrawn (cost ~ size).
     Larger ones: the prefix of a random permutation from the problem's pool (module docstring):
-    each subset is still uniform, and the cost no longer grows with draws x n."""
+    each subset is still uniform, and the cost no longer grows with draws x n. The pool's prefix
+    sums are summed only as far as the largest size asked for so far."""
     s, x_max = len(values), int(sizes.max())
     if x_max * x_max > s:
-        prefix = pool.get("prefix")
-        if prefix is None:
+        if "prefix" not in pool:
             rows = max(PERMUTATION_POOL, PERMUTATION_BUDGET // s)
-            prefix = pool["prefix"] = _permutation_prefix_sums(values, rows, rng)
+            _permutation_pool(values, rows, rng, pool)
+        prefix = _pool_prefix(pool, x_max)
         if len(prefix) >= len(sizes):  # enough permutations: one each, draws stay independent
             return prefix[rng.permutation(len(prefix))[: len(sizes)], sizes]
         return prefix[rng.integers(0, len(prefix), size=len(sizes)), sizes]
@@ -356,14 +441,32 @@ def _permutation_prefix_sums(values: np.ndarray, rows: int, rng: np.random.Gener
     any two rows are independent (for a fixed bijection P_i, the prefixes of Q_j and Q_j' are independent
     uniform subsets; likewise P_i, P_i' applied to one Q_j), so draws that use distinct rows are as
     independent as with a*b separate shuffles, for a + b shuffles and a gather."""
+    pool: dict = {}
+    _permutation_pool(values, rows, rng, pool)
+    return _pool_prefix(pool, len(values))
+
+
+def _permutation_pool(values: np.ndarray, rows: int, rng: np.random.Generator, pool: dict) -> None:
+    """Draw the a + b permutations of `_permutation_prefix_sums` into `pool`; no prefix summed yet."""
     s = len(values)
     a = int(np.ceil(np.sqrt(rows)))
     b = -(-rows // a)
     first = rng.permuted(np.broadcast_to(np.arange(s), (a, s)), axis=1)
-    second = rng.permuted(np.broadcast_to(np.arange(s), (b, s)), axis=1)
-    ordered = values[first][:, second].reshape(a * b, s)  # row (i, j), position t: values[P_i[Q_j[t]]]
-    prefix = np.zeros((a * b, s + 1))
-    np.cumsum(ordered, 1, out=prefix[:, 1:])
+    pool["second"] = rng.permuted(np.broadcast_to(np.arange(s), (b, s)), axis=1)
+    pool["ordered_first"] = values[first]  # (a, s): values in the order P_i
+    pool["prefix"] = np.empty((a * b, s + 1))
+    pool["prefix"][:, 0] = 0.0
+    pool["done"] = 0  # prefix columns 0..done are summed
+
+
+def _pool_prefix(pool: dict, x_max: int) -> np.ndarray:
+    """The pool's prefix sums, summed at least up to column x_max (row (i, j), position t: values[P_i[Q_j[t]]]).
+    Continuing the running sum from column `done` adds in the same order as one cumsum of the whole row."""
+    prefix, done = pool["prefix"], pool["done"]
+    if x_max > done:
+        ordered = pool["ordered_first"][:, pool["second"][:, done:x_max]].reshape(len(prefix), x_max - done)
+        np.cumsum(np.concatenate([prefix[:, done:done + 1], ordered], 1), 1, out=prefix[:, done:x_max + 1])
+        pool["done"] = x_max
     return prefix
 
 
@@ -374,10 +477,16 @@ def _random_indices(s: int, sizes: np.ndarray, rng: np.random.Generator) -> tupl
     used = np.arange(x_max)[None, :] < sizes[:, None]
     index = rng.integers(0, s, size=(len(sizes), x_max))
     todo = np.arange(len(sizes))
+    small = np.int16 if max(s, x_max) < 2 ** 15 else np.int64  # sorting 16-bit rows is twice as fast
+    unused = (-1 - np.arange(x_max)).astype(small)  # unused slots never collide
+    every = bool(sizes.min() == x_max)  # every slot used: nothing to mask
     while len(todo):
-        marked = np.where(used[todo], index[todo], -1 - np.arange(x_max))  # unused slots never collide
-        repeat = (np.diff(np.sort(marked, axis=1), axis=1) == 0).any(1)
-        todo = todo[repeat]
+        marked = index[todo].astype(small) if every else np.where(used[todo], index[todo], unused).astype(small)
+        marked.sort(axis=1)
+        repeat = np.flatnonzero(marked[:, 1:] == marked[:, :-1]) // max(x_max - 1, 1)  # ascending rows
+        first = np.ones(len(repeat), dtype=bool)
+        first[1:] = repeat[1:] != repeat[:-1]
+        todo = todo[repeat[first]]
         index[todo] = rng.integers(0, s, size=(len(todo), x_max))
     return index, used
 
