@@ -243,6 +243,44 @@ def test_sigkill_midway_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_mi
     assert stored(reference["store"]) == after
 
 
+def test_closing_the_vllm_backend_collects_only_when_the_engine_outlives_it(monkeypatch):
+    """Dropping the engine runs vLLM's own shutdown (which collects twice); a full collection more costs a
+    second per model on 2 cores, so it runs only when something else still holds the engine."""
+    import gc
+    import weakref
+
+    from inference.generation.backends import VLLMBackend
+
+    class Engine:  # stands in for vllm.LLM
+        pass
+
+    collections: list[tuple] = []
+    monkeypatch.setattr(gc, "collect", lambda *args: collections.append(args) or 0)
+    engine = Engine()
+    freed = weakref.ref(engine)
+    backend = VLLMBackend("", llm=engine)
+    del engine
+    backend.close()
+    assert freed() is None and collections == [] and not hasattr(backend, "llm")
+    shared = Engine()
+    VLLMBackend("", llm=shared).close()
+    assert len(collections) == 1
+
+
+@pytest.mark.slow  # a subprocess
+def test_a_sweep_process_exits_with_its_heap_frozen():
+    """run_sweep registers gc.freeze at exit (once): the collector then leaves the heap to the OS, while
+    exit handlers registered before it still run after it."""
+    code = ("import atexit, gc\n"
+            "atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count() > 0, flush=True))\n"
+            "from inference.sweep.run import skip_heap_teardown_at_exit\n"
+            "skip_heap_teardown_at_exit()\nskip_heap_teardown_at_exit()\n"
+            "print('frozen before exit:', gc.get_freeze_count() > 0, flush=True)\n")
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["frozen before exit: False", "frozen at exit: True"]
+
+
 def test_bad_recipes_fail_before_any_work(tmp_path, tiny_mixtral, problems_file):
     import argparse
 

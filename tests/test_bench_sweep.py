@@ -1,0 +1,44 @@
+"""bench/sweep.py --breakdown: each part's time leaves out the parts it calls, so the parts and 'other' add
+up to the wall time."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_sweep", REPO / "bench" / "sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_part_clock_times_each_part_without_the_parts_it_calls(monkeypatch):
+    bench = load_bench()
+    now = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(time, "process_time", lambda: now[0] / 2)
+
+    def work(seconds: float):
+        now[0] += seconds
+
+    clock = bench.PartClock()
+    write = clock.wrap("store writes", lambda: work(0.5))
+    generate = clock.wrap("engine generate", lambda: work(10.0))
+
+    def one_chunk():
+        work(0.25)
+        generate()
+        write()
+        write()
+
+    clock.wrap("backend requests/results", one_chunk)()
+    assert clock.wall["engine generate"] == 10.0 and clock.wall["store writes"] == 1.0
+    assert clock.wall["backend requests/results"] == 0.25 and clock.cpu["backend requests/results"] == 0.125
+    assert clock.calls["store writes"] == 2 and clock.calls["backend requests/results"] == 1
+    assert sum(clock.wall.values()) == now[0]  # nothing counted twice, nothing lost
+    assert set(clock.wall) == set(bench.PARTS) and set(bench.ENGINE_PARTS) <= set(bench.PARTS)
