@@ -7,19 +7,16 @@ zero) fails here rather than in a committed breakdown.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from load_file import load_file
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_grpo", REPO / "bench" / "grpo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file(REPO / "bench" / "grpo.py", "bench_grpo")
 
 
 def test_rows_cut_events_into_steps_and_other_is_the_rest():

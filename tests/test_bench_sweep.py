@@ -3,18 +3,16 @@ up to the wall time."""
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from pathlib import Path
+
+from load_file import load_file
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_sweep", REPO / "bench" / "sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file(REPO / "bench" / "sweep.py", "bench_sweep")
 
 
 def test_part_clock_times_each_part_without_the_parts_it_calls(monkeypatch):
