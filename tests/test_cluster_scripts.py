@@ -141,7 +141,10 @@ def cluster(tmp_path: Path) -> dict:
         path.chmod(0o755)
     (tmp_path / "server.py").write_text(STUB_SERVER)
     port = free_port()
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "STUB_LOG": str(tmp_path / "calls.jsonl"),
+    # The host's own scheduler variables stay out (CI may itself run inside a SLURM or PBS job, and a
+    # SLURM_PROCID from there would give every stub rank the host's rank).
+    host = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PBS_"))}
+    env = {**host, "PATH": f"{bin_dir}:{os.environ['PATH']}", "STUB_LOG": str(tmp_path / "calls.jsonl"),
            "STUB_TRAIN_LOG": str(tmp_path / "train.jsonl"), "STUB_MARKS": str(tmp_path / "marks.txt"),
            "STUB_SERVER": str(tmp_path / "server.py"), "STUB_SERVER_PORT": str(port),
            "MOELAB": str(bin_dir / "moelab"), "SERVER_POLL": "0.2",
@@ -251,7 +254,8 @@ def test_time_limit_signal_requeues_the_job(cluster):
 def run_pbs(cluster: dict, hosts: list[str], timeout: float = 60, **env: str):
     nodefile = cluster["dir"] / "nodefile"
     nodefile.write_text("".join(f"{h}\n" * 2 for h in hosts))  # PBS lists a host once per MPI slot
-    environment = {**cluster["env"], "PBS_NODEFILE": str(nodefile), "PBS_O_WORKDIR": str(LAB),
+    job = {k: v for k, v in cluster["env"].items() if not k.startswith("SLURM_")}  # a PBS job has none
+    environment = {**job, "PBS_NODEFILE": str(nodefile), "PBS_O_WORKDIR": str(LAB),
                    "PBS_JOBID": f"77.test-{cluster['port']}", "RECIPE": "configs/grpo/toy.yaml",
                    "STUB_FORWARDED": "from the job", **env}
     started = time.monotonic()

@@ -128,9 +128,16 @@ def test_kill_and_resume_ends_at_same_step_with_optimizer_restored(tiny_dir, tmp
     out = tmp_path / "run"
     steps = 40  # long enough (~0.15 s a step) that the kill lands mid-run however fast the machine is
     overrides = plumbing_overrides(tiny_dir, out, steps=steps)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(LAB), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "rl.train", str(TOY_RECIPE), *overrides], cwd=LAB, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # A fresh shell's environment: an earlier in-process colocated-vLLM run leaves RANK/WORLD_SIZE/MASTER_PORT
+    # in this process (TRL sets them for vLLM) while its process group still holds that port; inherited, they
+    # would make this run rendezvous on the same port (EADDRINUSE).
+    rendezvous = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
+    env = {**{k: v for k, v in os.environ.items() if k not in rendezvous},
+           "PYTHONPATH": os.pathsep.join([str(LAB), os.environ.get("PYTHONPATH", "")])}
+    log = tmp_path / "train.log"  # its output, quoted when it ends too early
+    with log.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "rl.train", str(TOY_RECIPE), *overrides], cwd=LAB, env=env,
+                                stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     # The Trainer writes trainer_state.json last; any checkpoint will do (save_total_limit rotates old ones away).
     def saved() -> list[Path]:
         return list(out.glob("checkpoint-*/trainer_state.json"))
@@ -138,7 +145,8 @@ def test_kill_and_resume_ends_at_same_step_with_optimizer_restored(tiny_dir, tmp
     deadline = time.time() + 240
     while not saved() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
-    assert proc.poll() is None, f"the run ended (status {proc.returncode}) before it could be killed"
+    assert proc.poll() is None, \
+        f"the run ended (status {proc.returncode}) before it could be killed:\n{log.read_text()[-3000:]}"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert saved(), "no checkpoint appeared"
