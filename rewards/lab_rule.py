@@ -163,15 +163,33 @@ class LabScoring:
 
     def score(self, golds: Sequence[object], completions: Sequence[object],
               problem_ids: Sequence[object] | None) -> list[Verdict]:
-        """One `Verdict` per completion, in order (the lengths are checked by the caller)."""
-        samples = [self.read(gold, completion) for gold, completion in zip(golds, completions)]
-        if problem_ids is not None:
-            for sample, problem in zip(samples, problem_ids):
+        """One `Verdict` per completion, in order (the lengths are checked by the caller).
+
+        A sweep repeats whole samples (a problem's n completions often say the same thing): each distinct
+        (problem, gold, completion) is read, judged and clustered once, in first-seen order, and its
+        verdict given to every repeat. Same verdicts as one record per sample: a repeat's verdict depends
+        only on its own strings and on the records seen before its first occurrence."""
+        problems = problem_ids if problem_ids is not None else [None] * len(golds)
+        first: dict[tuple, int] = {}
+        positions: list[int] = []
+        distinct: list[tuple[object, object, object]] = []
+        for triple in zip(problems, golds, completions):
+            try:  # the gold's type too: 1 == 1.0 == True as keys, but str() tells them apart
+                position = first.setdefault((type(triple[1]), *triple), len(distinct))
+            except TypeError:  # unhashable (a conversational completion): a record of its own
+                position = len(distinct)
+            if position == len(distinct):
+                distinct.append(triple)
+            positions.append(position)
+        samples = [self.read(gold, completion) for _, gold, completion in distinct]
+        if problem_ids is not None:  # without them a record's problem is its gold answer (`read`)
+            for sample, (problem, _, _) in zip(samples, distinct):
                 sample.problem = problem
         self.run_programs(samples)
         self.judge(samples)
         self.progress.finish()
-        return self.write(samples)
+        verdicts = self.write(samples)
+        return [verdicts[position] for position in positions]
 
     # ------------------------------------------------------------------------------------------- phases
 

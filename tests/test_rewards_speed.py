@@ -4,6 +4,8 @@
 guarantees the same tree, checked here on every answer of the bench set (`bench/rewards.py`) and of the
 held-out cases (math-verify's own suite, the scorer probes). `rewards.lab_rule.decide_numbers` decides
 pairs of plain numbers without a worker: every decision it makes is checked against the worker's.
+`rewards.numeric_guard` skips math-verify's `simplify` where two constant numbers differ: verify's verdicts
+with and without it. `LabScoring.score` handles repeated samples once: verdicts as one record per sample.
 """
 
 import importlib.util
@@ -134,3 +136,77 @@ def test_scorer_equals_the_naive_loop_on_the_bench_set(problems, samples):
     with ll_only():
         differ = [row for row, correct in lab if bool(verify(parse(row[1]), parse(row[2]))) != correct]
     assert not differ, differ[:3]
+
+
+# Where math-verify's earlier comparisons decide, or where numbers agree to many digits: the guard must not
+# change a verdict (percentages, rounded floats, pi, complex numbers, infinities, sets and intervals of radicals).
+GUARD_PAIRS = [("9\\%", "9"), ("\\frac{1}{3}", "0.333333"), ("\\sqrt{2}", "1.41421"), ("\\sqrt{2}", "1.414214"),
+               ("\\pi", "3.14159"), ("\\pi", "\\frac{22}{7}"), ("2\\sqrt{3}", "\\sqrt{12}"), ("3 + 4i", "4 - 3i"),
+               ("3 + 4i", "\\sqrt{-16} + 3"), ("\\infty", "-\\infty"), ("\\{\\sqrt{2}, 1\\}", "\\{1, \\sqrt{3}\\}"),
+               ("(\\sqrt{2}, 3]", "(1.41421356, 3]"), ("\\frac{\\sqrt{3}}{3}", "\\frac{1}{\\sqrt{3}}"),
+               ("e^{i\\pi}", "-1"), ("10^{20} + 1", "10^{20}"), ("\\log_2 8", "3"), ("x + 1", "1 + x")]
+
+
+@pytest.mark.slow
+def test_numeric_guard_gives_upstreams_verify():
+    from math_verify import verify
+
+    from rewards.equivalence import _parse_answer
+    from rewards.numeric_guard import clearly_different, install, uninstall
+
+    pairs = {(extract_gold(gold), normalize_answer(found.pred))
+             for _, gold, completion in _bench_rows(160, 64) if "####" not in gold
+             for found in [extract_answer("math", completion)] if found.pred is not None and found.source != "text"}
+    pairs = sorted(pairs | set(GUARD_PAIRS) | {(gold, pred) for gold, pred in _held_out() if len(pred) < 200})
+    parsed = [(_parse_answer(gold, False, 10), _parse_answer(pred, False, 10)) for gold, pred in pairs]
+    upstream = [bool(verify(g, p, timeout_seconds=10)) for g, p in parsed]
+    try:
+        assert install()
+        guarded = [bool(verify(g, p, timeout_seconds=10)) for g, p in parsed]
+    finally:
+        uninstall()
+    differ = [(pairs[i], upstream[i]) for i in range(len(pairs)) if upstream[i] != guarded[i]]
+    assert len(pairs) > 700 and sum(upstream) > 100 and not differ, differ[:5]
+    skipped = sum(bool(g and p) and clearly_different(g[0], p[0]) for g, p in parsed)
+    assert skipped > 100  # the guard is not a no-op on this set
+
+
+def test_numeric_guard_skips_simplify_only_for_unequal_constants():
+    import sympy as sp
+
+    from rewards.numeric_guard import clearly_different
+
+    assert clearly_different(2 * sp.sqrt(3), sp.sqrt(13))
+    assert clearly_different(sp.Rational(1, 3), sp.Float("0.333333"))
+    assert not clearly_different(2 * sp.sqrt(3), sp.sqrt(12))  # equal values: upstream decides
+    assert not clearly_different(sp.pi, sp.pi + sp.Rational(1, 10**12))  # closer than 1e-9: upstream decides
+    assert not clearly_different(sp.Symbol("x") + 1, sp.Integer(1))  # symbols: upstream decides
+    assert not clearly_different(sp.oo, sp.Integer(1)) and not clearly_different(sp.zoo, sp.Integer(1))
+    assert not clearly_different(sp.FiniteSet(1, 2), sp.FiniteSet(1, 3))  # not an expression
+
+
+@pytest.mark.slow
+def test_repeated_samples_get_the_verdicts_of_one_record_each():
+    """Repeats are judged once: the verdicts equal those of the same set where every repeat is made distinct
+    by trailing spaces (which change no answer), with and without problem ids, mixed with conversational
+    completions (unhashable) and golds equal as keys but not as text (1, 1.0)."""
+    rows = _bench_rows(16, 8)
+    seen: dict[str, int] = {}
+    spaced = []
+    for _, _, completion in rows:
+        seen[completion] = seen.get(completion, -1) + 1
+        spaced.append(completion + " " * seen[completion])
+    assert len(set(spaced)) == len(rows) > len({c for _, _, c in rows})
+    with Scorer(num_workers=2, deadline_s=10) as scorer:
+        for task in ("gsm8k", "math"):
+            chosen = [i for i, row in enumerate(rows) if row[0].startswith(task)]
+            golds, ids = [rows[i][1] for i in chosen], [rows[i][0] for i in chosen]
+            for problem_ids in (ids, None):
+                repeated = scorer.score(task, golds, [rows[i][2] for i in chosen], problem_ids)
+                distinct = scorer.score(task, golds, [spaced[i] for i in chosen], problem_ids)
+                assert repeated == distinct
+        mixed_golds = [1, 1.0, "1", 1, 1.0]
+        mixed = ["The answer is 1.", "The answer is 1.", [{"role": "assistant", "content": "The answer is 1."}],
+                 "The answer is 1.", [{"role": "assistant", "content": "The answer is 2."}]]
+        verdicts = scorer.score("gsm8k", mixed_golds, mixed, ["p"] * 5)
+        assert [v.status for v in verdicts] == ["correct"] * 4 + ["wrong"]
