@@ -13,7 +13,7 @@ import importlib
 import sys
 
 from core.errors import exit_status
-from core.platform import prepare_vllm_environment
+from core.platform import prepare_vllm_environment, skip_heap_teardown_at_exit
 from moelab import __version__
 
 # name -> (module with add_arguments/run, one-line help). Order = order in `moelab --help`.
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     prepare_vllm_environment()
+    skip_heap_teardown_at_exit()
     parser = build_parser()
     # `key=value` overrides may come after flags (`moelab demo RECIPE --quick a.b=1`); argparse stops
     # filling positionals at the first flag, so leftovers that look like overrides are appended.

@@ -1,6 +1,16 @@
-"""CPU vLLM defaults: set when missing, never over a user's value, untouched on GPU machines."""
+"""CPU vLLM defaults: set when missing, never over a user's value, untouched on GPU machines; every
+`moelab` command exits with its heap frozen."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 import core.platform as platform
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_cpu_defaults_fill_only_missing_values(monkeypatch):
@@ -76,3 +86,19 @@ def test_vllm_engine_tests_skip_only_where_no_engine_can_start(monkeypatch):
     assert check() is None
     installed.clear()
     assert "no vLLM installed" in check()
+
+
+@pytest.mark.slow  # a subprocess
+def test_a_moelab_command_exits_with_its_heap_frozen():
+    """moelab's main registers gc.freeze at exit (once): the collector then leaves the heap to the OS, while
+    exit handlers registered before it still run after it."""
+    code = ("import atexit, gc\n"
+            "atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count() > 0, flush=True))\n"
+            "from moelab.cli import main\n"
+            "main([]); main([])\n"
+            "print('frozen before exit:', gc.get_freeze_count() > 0, flush=True)\n")
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    lines = out.splitlines()
+    assert lines[-2:] == ["frozen before exit: False", "frozen at exit: True"]
+    assert sum(line.startswith("frozen") for line in lines) == 2  # registered once for two calls

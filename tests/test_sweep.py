@@ -267,20 +267,6 @@ def test_closing_the_vllm_backend_collects_only_when_the_engine_outlives_it(monk
     assert len(collections) == 1
 
 
-@pytest.mark.slow  # a subprocess
-def test_a_sweep_process_exits_with_its_heap_frozen():
-    """run_sweep registers gc.freeze at exit (once): the collector then leaves the heap to the OS, while
-    exit handlers registered before it still run after it."""
-    code = ("import atexit, gc\n"
-            "atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count() > 0, flush=True))\n"
-            "from inference.sweep.run import skip_heap_teardown_at_exit\n"
-            "skip_heap_teardown_at_exit()\nskip_heap_teardown_at_exit()\n"
-            "print('frozen before exit:', gc.get_freeze_count() > 0, flush=True)\n")
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.splitlines() == ["frozen before exit: False", "frozen at exit: True"]
-
-
 def test_bad_recipes_fail_before_any_work(tmp_path, tiny_mixtral, problems_file):
     import argparse
 

@@ -15,8 +15,6 @@ composition as before. Scoring reads completions from the store and never loads 
 
 from __future__ import annotations
 
-import atexit
-import gc
 import re
 import time
 from dataclasses import dataclass
@@ -407,25 +405,6 @@ def _backend_factory(cfg: Any, model: str, source: str) -> Callable[[], Generati
     return build
 
 
-def skip_heap_teardown_at_exit() -> None:
-    """Let the process exit without freeing its heap object by object (once per process).
-
-    At exit CPython clears every module and collects what that frees: with vLLM, torch and
-    transformers imported that is ~800,000 objects and 3-5 s of one core on a 2-core machine, a
-    tenth of a toy sweep (`bench/sweep.py --breakdown`), for memory the OS takes back anyway. A
-    heap frozen at exit (`gc.freeze`, as an exit handler) is left alone by the collector; every exit
-    handler still runs and the standard streams are still flushed. Files are closed by the code that
-    writes them (`core.files.atomic_write`), never left to the collector.
-    """
-    global _EXIT_FREEZE_REGISTERED
-    if not _EXIT_FREEZE_REGISTERED:
-        atexit.register(gc.freeze)
-        _EXIT_FREEZE_REGISTERED = True
-
-
-_EXIT_FREEZE_REGISTERED = False
-
-
 def run_sweep(cfg: Any, shard: Shard | tuple[int, int] | None = None) -> dict[str, Path]:
     """Run the stages of a validated sweep recipe; returns the paths it wrote.
 
@@ -440,7 +419,6 @@ def run_sweep(cfg: Any, shard: Shard | tuple[int, int] | None = None) -> dict[st
     from checkpoints_index.loading import model_source, weights_version
     from core.config import save_resolved_config
 
-    skip_heap_teardown_at_exit()
     out_dir = Path(cfg.output_dir) / cfg.run_name
     sources = {m: model_source(m, cfg.revision) for m in cfg.models}  # unknown names fail here, before any work
     # a model retrained in place gets new addresses, so it never reuses the old weights' samples
