@@ -35,6 +35,7 @@ distribution (before temperature/top-p, vLLM's default `raw_logprobs`) and the f
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -248,7 +249,6 @@ class VLLMBackend:
         model on 2 cores (`bench/sweep.py --breakdown`). It still runs when the engine outlives the
         reference dropped here (held elsewhere, or in a reference cycle).
         """
-        import gc
         import weakref
 
         engine = weakref.ref(self.llm)

@@ -94,7 +94,9 @@ class SampleStore:
 
     def _read_shard(self, path: Path, columns: Sequence[str] | None = None) -> pa.Table | None:
         try:
-            return pq.read_table(path, columns=list(columns) if columns else None)
+            # ParquetFile, not read_table: one file needs no pyarrow.dataset (0.1-0.25 s to import)
+            with pq.ParquetFile(path) as shard:
+                return shard.read(columns=list(columns) if columns else None)
         except (OSError, pa.ArrowException) as err:  # cannot happen with atomic writes unless the disk lied
             warnings.warn(f"sample store: ignoring unreadable shard {path} ({err}); its samples will be regenerated")
             return None
