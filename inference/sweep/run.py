@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -26,6 +27,8 @@ from core.files import atomic_write
 from inference.generation.backends import GenerationBackend, GenerationRequest, SamplingSettings, make_backend
 from inference.generation.store import SampleStore, sample_key, sample_seed, text_hash
 from inference.jobs.shards import Shard, announce, shard_items, sweep_work
+from inference.sweep.figures import draw_plots
+from inference.sweep.helpers import SweepHelpers
 
 
 @dataclass(frozen=True)
@@ -294,12 +297,17 @@ def write_parquet_atomic(table: Any, path: Path) -> Path:
 # ------------------------------------------------------------------------------------------------- aggregate/plot
 
 
-def aggregate_and_plot(scored_path: Path, out_dir: Path, cfg: Any, stages: Sequence[str]) -> dict[str, Path]:
-    """THE call site of the estimators (`inference.ttc.aggregate`) and plots (`inference.ttc.plots`)."""
+def aggregate_and_plot(scored_path: Path, out_dir: Path, cfg: Any, stages: Sequence[str],
+                       helpers: SweepHelpers | None = None) -> dict[str, Path]:
+    """THE call site of the estimators (`inference.ttc.aggregate`) and plots (`inference.ttc.plots`); the votes
+    and the figures in `helpers`' processes when given (`inference.sweep.helpers`), else here."""
     outputs: dict[str, Path] = {}
     metrics_path = out_dir / "metrics.csv"
     if "aggregate" in stages:
-        _aggregate(scored_path, metrics_path, cfg)
+        if helpers is None:
+            _aggregate(scored_path, metrics_path, cfg)
+        else:
+            helpers.votes(lambda workers: _aggregate(scored_path, metrics_path, cfg, workers))
         outputs["metrics"] = metrics_path
         trackers = list(getattr(cfg, "report_to", None) or [])
         if trackers:  # after the file is written: a tracker never shows a table the run does not hold
@@ -310,12 +318,15 @@ def aggregate_and_plot(scored_path: Path, out_dir: Path, cfg: Any, stages: Seque
     if "plot" in stages:
         if not metrics_path.is_file():
             raise UserError(f"{metrics_path} does not exist: run the 'aggregate' stage first")
-        outputs["plots"] = _plot(metrics_path, out_dir / "plots", cfg)
+        plots_dir = out_dir / "plots"
+        outputs["plots"] = draw_plots(metrics_path, plots_dir) if helpers is None else \
+            helpers.run(draw_plots, metrics_path, plots_dir)
     return outputs
 
 
-def _aggregate(scored_path: Path, metrics_path: Path, cfg: Any) -> None:
-    """Metrics of every (dataset, setting), each model a group: `inference.ttc.aggregate` columns + dataset, setting."""
+def _aggregate(scored_path: Path, metrics_path: Path, cfg: Any, workers: int | Executor = 1) -> None:
+    """Metrics of every (dataset, setting), each model a group: `inference.ttc.aggregate` columns + dataset,
+    setting. `workers`: the voting strategies' processes (the same metrics for any)."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -333,7 +344,7 @@ def _aggregate(scored_path: Path, metrics_path: Path, cfg: Any) -> None:
         strategies = ["pass"] if setting == "greedy" else list(cfg.aggregate.strategies)
         for row in aggregate_samples(part, ks=ks, strategies=strategies, estimator=cfg.aggregate.estimator,
                                      bootstrap=cfg.aggregate.bootstrap, seed=cfg.aggregate.seed, score_column="score",
-                                     vote_weight=_vote_weight(cfg)):
+                                     vote_weight=_vote_weight(cfg), workers=workers):
             rows.append({**row, "dataset": dataset, "setting": setting, "rule": cfg.scoring.rule})
     write_csv(rows, metrics_path, columns=[*COLUMNS, "dataset", "setting", "rule"])
 
@@ -344,40 +355,6 @@ def _vote_weight(cfg: Any) -> str:
     if cfg.aggregate.vote_weight != "auto":
         return cfg.aggregate.vote_weight
     return "exp" if cfg.scoring.best_of_n_score == "mean_logprob" else "auto"
-
-
-def _plot(metrics_path: Path, plots_dir: Path, cfg: Any) -> Path:
-    """Per (dataset, sampled setting): accuracy vs samples and vs tokens (a panel per model, CI bands), and
-    with several indexed models the cross-model view (accuracy vs total parameters, a line per k)."""
-    import warnings
-
-    import matplotlib.pyplot as plt
-
-    from checkpoints_index.params import model_params
-    from inference.ttc.aggregate import read_metrics
-    from inference.ttc.plots import plot_cross_model, plot_curves, save_figure
-
-    def save(figure: Any, path: Path) -> None:
-        save_figure(figure, path)
-        plt.close(figure)
-
-    rows = read_metrics(metrics_path)
-    for dataset, setting in sorted({(r["dataset"], r["setting"]) for r in rows}):
-        if setting == "greedy":
-            continue  # one point per model: it is in the CSV, a curve needs k > 1
-        mine = [r for r in rows if r["dataset"] == dataset and r["setting"] == setting]
-        stem = f"{Path(dataset).stem}-{setting}"
-        save(plot_curves(mine, x="samples"), plots_dir / f"{stem}-samples.png")
-        save(plot_curves(mine, x="tokens"), plots_dir / f"{stem}-tokens.png")
-        models = list(dict.fromkeys(r["model"] for r in mine))
-        if len(models) > 1:
-            try:
-                figure = plot_cross_model(mine, model_params(models), "total_params", strategy="majority")
-            except UserError as err:  # e.g. local directories the index cannot size
-                warnings.warn(f"cross-model plot skipped: {err}")
-            else:
-                save(figure, plots_dir / f"{stem}-cross-model.png")
-    return plots_dir
 
 
 # ------------------------------------------------------------------------------------------------------- the job
@@ -413,8 +390,15 @@ def run_sweep(cfg: Any, shard: Shard | tuple[int, int] | None = None) -> dict[st
     grid is ~2.7M samples. All models generate before any is scored, so a GPU never waits on the CPU scorer.
     `shard=(i, n)` (`moelab sweep --shard i/n`, one task of a cluster array) runs only the generate stage,
     for its models or problems (`inference.jobs.shards.sweep_work`); the run without a shard then generates
-    nothing the shards stored and scores it all.
+    nothing the shards stored and scores it all. A run that aggregates or plots starts its helper
+    processes first (`inference.sweep.helpers`): they get ready while the engine works.
     """
+    post_stages = shard is None and ("aggregate" in cfg.stages or "plot" in cfg.stages)
+    with SweepHelpers(workers=None if post_stages else 1) as helpers:
+        return _run_stages(cfg, shard, helpers if helpers.executor is not None else None)
+
+
+def _run_stages(cfg: Any, shard: Shard | tuple[int, int] | None, helpers: SweepHelpers | None) -> dict[str, Path]:
     import pyarrow as pa
 
     from checkpoints_index.loading import model_source, weights_version
@@ -458,5 +442,5 @@ def run_sweep(cfg: Any, shard: Shard | tuple[int, int] | None = None) -> dict[st
     if "aggregate" in cfg.stages or "plot" in cfg.stages:
         if not scored_path.is_file():
             raise UserError(f"{scored_path} does not exist: run the 'score' stage first")
-        outputs.update(aggregate_and_plot(scored_path, out_dir, cfg, cfg.stages))
+        outputs.update(aggregate_and_plot(scored_path, out_dir, cfg, cfg.stages, helpers))
     return outputs

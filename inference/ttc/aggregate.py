@@ -36,6 +36,7 @@ import csv
 import json
 import math
 import sys
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -238,11 +239,12 @@ def default_ks(n: int) -> list[int]:
 
 def estimate_per_problem(samples, ks: list[int] | None = None, strategies: list[str] | None = None, *,
                          estimator: str = "exact", score_column: str | None = None, seed: int = 0,
-                         mc_draws: int = 2000, workers: int = 1, where: str | None = None,
+                         mc_draws: int = 2000, workers: int | Executor = 1, where: str | None = None,
                          vote_weight: str = "auto") -> list[ModelEstimates]:
     """Every model's per-problem accuracy at every k for every strategy (see module docstring).
-    workers: processes for the voting strategies (results are identical for any number); the closed
-    forms (pass, best_of_n) and token means are computed here while they vote.
+    workers: processes for the voting strategies, or an Executor whose processes vote (results are
+    identical for any number); the closed forms (pass, best_of_n) and token means are computed here while
+    they vote.
     vote_weight: how weighted majority turns scores into weights (`vote_weights`)."""
     where = where or (str(samples) if isinstance(samples, (str, Path)) else "samples")
     table = read_samples(samples)
@@ -382,14 +384,20 @@ VOTE_CHUNK = 32  # problems per Monte-Carlo random stream: results do not depend
 
 
 def _estimate_votes(problems: list[ProblemSamples], strategies: list[str], ks: list[int], force_monte_carlo: bool,
-                    seed: list[int], draws: int, workers: int,
+                    seed: list[int], draws: int, workers: int | Executor,
                     meanwhile=None) -> dict[str, tuple[np.ndarray, list[str]]]:
     """majority / weighted_majority for every problem, in chunks of VOTE_CHUNK problems with their
-    own seeded random stream, spread over `workers` processes. `meanwhile()`, if given, runs once in
-    this process, while the workers vote (it shares the cores instead of waiting for them)."""
+    own seeded random stream, spread over `workers` processes (forked here), or over an Executor's (the
+    caller's, left open). `meanwhile()`, if given, runs once in this process, while the workers vote (it
+    shares the cores instead of waiting for them)."""
     chunks = [(problems[i:i + VOTE_CHUNK], strategies, ks, force_monte_carlo, seed + [i // VOTE_CHUNK], draws)
               for i in range(0, len(problems), VOTE_CHUNK)] if strategies else []
-    if workers > 1 and len(chunks) > 1:
+    if isinstance(workers, Executor) and chunks:  # the caller's processes (`inference.sweep.helpers`), kept open
+        pending = workers.map(_votes_chunk, *zip(*chunks))
+        if meanwhile is not None:
+            meanwhile()
+        parts = list(pending)
+    elif isinstance(workers, int) and workers > 1 and len(chunks) > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
@@ -490,7 +498,7 @@ def _positions(est: ModelEstimates, ids: list[str]) -> list[int]:
 
 def aggregate_samples(samples, ks: list[int] | None = None, strategies: list[str] | None = None, *,
                       estimator: str = "exact", bootstrap: int = 1000, seed: int = 0,
-                      score_column: str | None = None, mc_draws: int = 2000, workers: int = 1,
+                      score_column: str | None = None, mc_draws: int = 2000, workers: int | Executor = 1,
                       vote_weight: str = "auto") -> list[dict]:
     """Scored samples (path, pyarrow Table or list of dicts) -> tidy metric rows (COLUMNS)."""
     estimates = estimate_per_problem(samples, ks, strategies, estimator=estimator, score_column=score_column,
