@@ -281,7 +281,7 @@ PARTS = {  # every itemized part of a sweep's wall time, in the order a sweep re
     "scoring": "answer checking (run.score_completions -> rewards.score_samples)",
     "scored table": "scored.parquet built and written (run.scored_table, write_parquet_atomic)",
     "aggregation": "metrics.csv (run._aggregate -> inference.ttc.aggregate; votes in the helper processes)",
-    "plots": "plots/*.png (figures.draw_plots, in a helper process: the wait for it)",
+    "plots": "plots/*.png (figures.draw_plots; the figures drawn side by side in the helper processes)",
     "exit": "after the CLI returns: atexit handlers, interpreter teardown",
 }
 
@@ -334,7 +334,6 @@ def instrument(clock: PartClock, counts: dict[str, int]) -> None:
     import core.config as config
     from inference.generation.store import SampleStore
     from inference.sweep import run
-    from inference.sweep.helpers import SweepHelpers
 
     clock.patch(config, "load_config", "config")
     for owner, name in [(loading, "model_source"), (loading, "weights_version"), (config, "save_resolved_config"),
@@ -349,11 +348,7 @@ def instrument(clock: PartClock, counts: dict[str, int]) -> None:
     clock.patch(run, "scored_table", "scored table")
     clock.patch(run, "write_parquet_atomic", "scored table")
     clock.patch(run, "_aggregate", "aggregation")
-    # the figures are drawn in a helper process (`inference.sweep.helpers`): time the wait for them there; a
-    # wrapped draw_plots could not be pickled to it. Without helpers (one core) they are drawn in-process.
-    clock.patch(SweepHelpers, "run", "plots")
-    if (os.cpu_count() or 1) < 2:
-        clock.patch(run, "draw_plots", "plots")
+    clock.patch(run, "draw_plots", "plots")  # the figures are drawn in helper processes: this is the wait
     build = clock.wrap("engine start", run.make_backend)
     wrapped: set[tuple[type, str]] = set()
 

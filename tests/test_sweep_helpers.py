@@ -29,7 +29,7 @@ def scored(tmp_path, problems: int = 70, samples: int = 16):
     return path, cfg
 
 
-def pid_of_this_process() -> int:
+def pid_of_this_process(_: object = None) -> int:
     return os.getpid()
 
 
@@ -40,7 +40,7 @@ def test_helpers_give_the_same_metrics_and_figures_and_really_work_elsewhere(tmp
     with SweepHelpers(workers=2) as helpers:
         assert helpers.executor is not None
         assert all(f.result(timeout=120) != os.getpid() for f in helpers.warm_ups)  # imported in the helpers
-        assert helpers.run(pid_of_this_process) != os.getpid()
+        assert os.getpid() not in helpers.map(pid_of_this_process, range(4))
         there = aggregate_and_plot(path, tmp_path / "there", cfg, ["aggregate", "plot"], helpers)
     assert there["metrics"].read_bytes() == here["metrics"].read_bytes()
     assert "weighted_majority" in here["metrics"].read_text()
@@ -61,12 +61,12 @@ def test_a_broken_pool_falls_back_to_this_process_with_a_warning(tmp_path):
         with pytest.warns(UserWarning, match="sweep helper processes broke"):
             there = aggregate_and_plot(path, tmp_path / "there", cfg, ["aggregate"], helpers)["metrics"]
         assert helpers.executor is None
-        assert helpers.run(pid_of_this_process) == os.getpid()  # and the next task runs here too
+        assert helpers.map(pid_of_this_process, range(2)) == [os.getpid()] * 2  # the next tasks run here too
     assert there.read_bytes() == here.read_bytes()
 
 
 def test_one_core_starts_no_helpers():
     with SweepHelpers(workers=1) as helpers:
         assert helpers.executor is None
-        assert helpers.run(pid_of_this_process) == os.getpid()
+        assert helpers.map(pid_of_this_process, [1]) == [os.getpid()]
         assert helpers.votes(lambda workers: workers) == 1

@@ -21,7 +21,7 @@ import os
 import warnings
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 MAX_HELPERS = 8  # enough for the study's grid (its vote chunks); a few idle processes cost ~60 MB each
 
@@ -37,7 +37,7 @@ def warm_up() -> int:
 
 
 class SweepHelpers:
-    """The pool (or None where it could not start): `executor` for the votes, `run` for other tasks."""
+    """The pool (or None where it could not start): `executor` for the votes, `map` for other tasks."""
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or min(MAX_HELPERS, os.cpu_count() or 1)
@@ -50,14 +50,16 @@ class SweepHelpers:
         except (OSError, RuntimeError, ValueError) as err:
             self._give_up(f"could not start ({err})")
 
-    def run(self, function: Callable[..., Any], *args: Any) -> Any:
-        """`function(*args)` in a helper; here when there is none or the pool broke (warned once)."""
+    def map(self, function: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+        """`[function(item) for item in items]`, side by side in the helpers; here when there are none or the
+        pool broke (warned once)."""
+        items = list(items)
         if self.executor is not None:
             try:
-                return self.executor.submit(function, *args).result()
+                return list(self.executor.map(function, items))
             except BrokenProcessPool as err:
                 self._give_up(f"broke ({err})")
-        return function(*args)
+        return [function(item) for item in items]
 
     def votes(self, aggregate: Callable[[int | Executor], Any]) -> Any:
         """`aggregate(workers)` with the pool as its workers; again with 1 (this process) if the pool broke."""

@@ -320,7 +320,7 @@ def aggregate_and_plot(scored_path: Path, out_dir: Path, cfg: Any, stages: Seque
             raise UserError(f"{metrics_path} does not exist: run the 'aggregate' stage first")
         plots_dir = out_dir / "plots"
         outputs["plots"] = draw_plots(metrics_path, plots_dir) if helpers is None else \
-            helpers.run(draw_plots, metrics_path, plots_dir)
+            draw_plots(metrics_path, plots_dir, helpers.map)
     return outputs
 
 
