@@ -38,6 +38,8 @@ def test_helpers_give_the_same_metrics_and_figures_and_really_work_elsewhere(tmp
     path, cfg = scored(tmp_path)
     here = aggregate_and_plot(path, tmp_path / "here", cfg, ["aggregate", "plot"])
     with SweepHelpers(workers=2) as helpers:
+        assert helpers.executor is None and not helpers.warm_ups  # nothing spawned before start()
+        helpers.start()
         assert helpers.executor is not None
         assert all(f.result(timeout=120) != os.getpid() for f in helpers.warm_ups)  # imported in the helpers
         assert os.getpid() not in helpers.map(pid_of_this_process, range(4))
@@ -55,6 +57,7 @@ def test_a_broken_pool_falls_back_to_this_process_with_a_warning(tmp_path):
     path, cfg = scored(tmp_path, problems=40)
     here = aggregate_and_plot(path, tmp_path / "here", cfg, ["aggregate"])["metrics"]
     with SweepHelpers(workers=2) as helpers:
+        helpers.start()
         pids = {f.result(timeout=120) for f in helpers.warm_ups}
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
@@ -67,6 +70,38 @@ def test_a_broken_pool_falls_back_to_this_process_with_a_warning(tmp_path):
 
 def test_one_core_starts_no_helpers():
     with SweepHelpers(workers=1) as helpers:
+        helpers.start()
         assert helpers.executor is None
         assert helpers.map(pid_of_this_process, [1]) == [os.getpid()]
         assert helpers.votes(lambda workers: workers) == 1
+
+
+UNGUARDED_SCRIPT = """
+import os, sys
+sys.path.insert(0, {repo!r})
+with open({log!r}, "a") as log:
+    log.write(f"ran in {{os.getpid()}}\\n")
+from inference.sweep.helpers import SweepHelpers
+with SweepHelpers(workers=2) as helpers:
+    helpers.start()
+    pids = helpers.map(abs, [-1, -2])
+    warmed = [f.result(timeout=120) for f in helpers.warm_ups]
+print("helpers", sorted(set(warmed)), "script", os.getpid(), "results", pids)
+"""
+
+
+@pytest.mark.slow  # spawns processes
+def test_a_script_without_a_main_guard_is_not_run_again_in_the_helpers(tmp_path):
+    """Spawned processes import the parent's main script unless told otherwise: without a guard, the whole
+    script (here: one line to a log; in life: a sweep) would run again in every helper."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    log = tmp_path / "log.txt"
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED_SCRIPT.format(repo=str(Path(__file__).resolve().parents[1]), log=str(log)))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "results [1, 2]" in done.stdout and "could not start" not in done.stderr
+    assert log.read_text().splitlines() == [f"ran in {done.stdout.split('script ')[1].split()[0]}"]

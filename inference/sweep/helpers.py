@@ -18,10 +18,29 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
+import types
 import warnings
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Iterable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
+
+
+@contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Spawned processes first import the parent's `__main__` script, as `__mp_main__`: a script that calls the
+    sweep without an `if __name__ == "__main__":` guard would run again, whole, in every helper. The helpers
+    need nothing from it, so while they start, `__main__` is an empty module (multiprocessing then imports
+    nothing for it); the real one is back as soon as the processes exist."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
 
 MAX_HELPERS = 8  # enough for the study's grid (its vote chunks); a few idle processes cost ~60 MB each
 
@@ -42,11 +61,22 @@ class SweepHelpers:
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or min(MAX_HELPERS, os.cpu_count() or 1)
         self.executor: Executor | None = None
+        self.warm_ups: list[Future] = []
+        self._started = False
+
+    def start(self) -> None:
+        """Spawn and warm the helpers (once; nothing with fewer than two cores, where they would only take
+        turns with the sweep's own process). The sweep calls this once it has planned, before its first
+        engine starts: the spawning then competes with the engine's start-up, not with the planning."""
+        if self._started:
+            return
+        self._started = True
         if self.workers < 2:
-            return  # one core: the helpers would only take turns with the sweep's own process
+            return
         try:
             self.executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
-            self.warm_ups: list[Future] = [self.executor.submit(warm_up) for _ in range(self.workers)]
+            with _main_module_hidden():  # every helper process starts inside this call (spawned on submit)
+                self.warm_ups = [self.executor.submit(warm_up) for _ in range(self.workers)]
         except (OSError, RuntimeError, ValueError) as err:
             self._give_up(f"could not start ({err})")
 
@@ -54,6 +84,7 @@ class SweepHelpers:
         """`[function(item) for item in items]`, side by side in the helpers; here when there are none or the
         pool broke (warned once)."""
         items = list(items)
+        self.start()
         if self.executor is not None:
             try:
                 return list(self.executor.map(function, items))
@@ -63,6 +94,7 @@ class SweepHelpers:
 
     def votes(self, aggregate: Callable[[int | Executor], Any]) -> Any:
         """`aggregate(workers)` with the pool as its workers; again with 1 (this process) if the pool broke."""
+        self.start()
         if self.executor is not None:
             try:
                 return aggregate(self.executor)

@@ -393,9 +393,10 @@ def run_sweep(cfg: Any, shard: Shard | tuple[int, int] | None = None) -> dict[st
     nothing the shards stored and scores it all. A run that aggregates or plots starts its helper
     processes first (`inference.sweep.helpers`): they get ready while the engine works.
     """
-    post_stages = shard is None and ("aggregate" in cfg.stages or "plot" in cfg.stages)
-    with SweepHelpers(workers=None if post_stages else 1) as helpers:
-        return _run_stages(cfg, shard, helpers if helpers.executor is not None else None)
+    if shard is not None or not ("aggregate" in cfg.stages or "plot" in cfg.stages):
+        return _run_stages(cfg, shard, None)
+    with SweepHelpers() as helpers:
+        return _run_stages(cfg, shard, helpers)
 
 
 def _run_stages(cfg: Any, shard: Shard | tuple[int, int] | None, helpers: SweepHelpers | None) -> dict[str, Path]:
@@ -421,6 +422,8 @@ def _run_stages(cfg: Any, shard: Shard | tuple[int, int] | None, helpers: SweepH
     if shard is not None and "generate" not in cfg.stages:
         raise UserError(f"--shard splits the generate stage, which stages={list(cfg.stages)} does not run; "
                         f"score, aggregate and plot without --shard")
+    if helpers is not None:
+        helpers.start()  # planned: they get ready while the engine starts
     if "generate" in cfg.stages:
         work = sweep_work(list(cfg.models), shard)
         announce(shard, [model for model, _ in work], len(cfg.models))
