@@ -247,6 +247,14 @@ def estimate_per_problem(samples, ks: list[int] | None = None, strategies: list[
     they vote.
     vote_weight: how weighted majority turns scores into weights (`vote_weights`)."""
     where = where or (str(samples) if isinstance(samples, (str, Path)) else "samples")
+    if isinstance(workers, int) and workers > 1:  # one pool for every model (one model's votes run ahead)
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            return estimate_per_problem(samples, ks, strategies, estimator=estimator, score_column=score_column,
+                                        seed=seed, mc_draws=mc_draws, workers=pool, where=where,
+                                        vote_weight=vote_weight)
     table = read_samples(samples)
     names = table.column_names
     for name in REQUIRED:
@@ -298,7 +306,24 @@ def estimate_per_problem(samples, ks: list[int] | None = None, strategies: list[
     starts = np.flatnonzero(np.concatenate([[True], new_group]))
     ends = np.append(starts[1:], len(order))
 
-    results = []
+    def _finish(est: ModelEstimates, problems: list, groups: list, voted) -> ModelEstimates:
+        """The closed forms, prefix mode and token means, computed here while the helpers vote; then the votes."""
+        if tokens is not None:
+            est.tokens_per_sample = _mean_per_sample(tokens, order, groups)
+        if prompt_tokens is not None:
+            est.prompt_tokens_per_sample = _mean_per_sample(prompt_tokens, order, groups)
+        for strategy in strategies:
+            if strategy in ("pass", "best_of_n") or estimator == "prefix":
+                est.values[strategy], est.estimator[strategy] = _estimate(problems, strategy, est.ks, estimator)
+        for strategy, (values, labels) in voted().items():
+            est.values[strategy], est.estimator[strategy] = values, labels
+        est.values = {s: est.values[s] for s in strategies}  # keep the requested order
+        est.estimator = {s: est.estimator[s] for s in strategies}
+        return est
+
+    votes = [s for s in strategies if s in ("majority", "weighted_majority") and estimator != "prefix"]
+    results: list[ModelEstimates] = []
+    unfinished = None  # the model whose votes run while the next one's are handed out (one model ahead)
     for m_index, m_code in enumerate(np.unique(model_code)):
         groups = [(a, b) for a, b in zip(starts, ends) if model_code[order[a]] == m_code]
         problems = []
@@ -310,24 +335,12 @@ def estimate_per_problem(samples, ks: list[int] | None = None, strategies: list[
         est = ModelEstimates(model=model_names[m_code], ks=model_ks,
                              problem_ids=[problem_names[problem_code[order[a]]] for a, _ in groups],
                              vote_weight=weight_map or "")
-
-        def in_process(est=est, problems=problems, groups=groups, model_ks=model_ks):
-            """The closed forms, prefix mode and token means: here, while the workers vote."""
-            if tokens is not None:
-                est.tokens_per_sample = _mean_per_sample(tokens, order, groups)
-            if prompt_tokens is not None:
-                est.prompt_tokens_per_sample = _mean_per_sample(prompt_tokens, order, groups)
-            for strategy in strategies:
-                if strategy in ("pass", "best_of_n") or estimator == "prefix":
-                    est.values[strategy], est.estimator[strategy] = _estimate(problems, strategy, model_ks, estimator)
-
-        votes = [s for s in strategies if s in ("majority", "weighted_majority") and estimator != "prefix"]
-        for strategy, (values, labels) in _estimate_votes(problems, votes, model_ks, estimator == "monte_carlo",
-                                                           [seed, m_index], mc_draws, workers, in_process).items():
-            est.values[strategy], est.estimator[strategy] = values, labels
-        est.values = {s: est.values[s] for s in strategies}  # keep the requested order
-        est.estimator = {s: est.estimator[s] for s in strategies}
-        results.append(est)
+        voted = _start_votes(problems, votes, model_ks, estimator == "monte_carlo", [seed, m_index], mc_draws,
+                             workers)
+        if unfinished is not None:
+            results.append(_finish(*unfinished))
+        unfinished = (est, problems, groups, voted)
+    results.append(_finish(*unfinished))
     return results
 
 
@@ -383,37 +396,21 @@ VOTE_CHUNK = 32  # problems per Monte-Carlo random stream: results do not depend
 #                 small enough that the last chunks keep every worker busy
 
 
-def _estimate_votes(problems: list[ProblemSamples], strategies: list[str], ks: list[int], force_monte_carlo: bool,
-                    seed: list[int], draws: int, workers: int | Executor,
-                    meanwhile=None) -> dict[str, tuple[np.ndarray, list[str]]]:
+def _start_votes(problems: list[ProblemSamples], strategies: list[str], ks: list[int], force_monte_carlo: bool,
+                 seed: list[int], draws: int, workers: int | Executor):
     """majority / weighted_majority for every problem, in chunks of VOTE_CHUNK problems with their
-    own seeded random stream, spread over `workers` processes (forked here), or over an Executor's (the
-    caller's, left open). `meanwhile()`, if given, runs once in this process, while the workers vote (it
-    shares the cores instead of waiting for them)."""
+    own seeded random stream (the results do not depend on who runs them): handed to the Executor's
+    processes now, or run here when called. Returns the call that gives {strategy: (values, labels)}."""
     chunks = [(problems[i:i + VOTE_CHUNK], strategies, ks, force_monte_carlo, seed + [i // VOTE_CHUNK], draws)
               for i in range(0, len(problems), VOTE_CHUNK)] if strategies else []
-    if isinstance(workers, Executor) and chunks:  # the caller's processes (`inference.sweep.helpers`), kept open
-        pending = workers.map(_votes_chunk, *zip(*chunks))
-        if meanwhile is not None:
-            meanwhile()
-        parts = list(pending)
-    elif isinstance(workers, int) and workers > 1 and len(chunks) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+    if isinstance(workers, Executor) and chunks:
+        pending = workers.map(_votes_chunk, *zip(*chunks))  # every chunk submitted now
+        return lambda: _vote_results(list(pending), strategies, ks)
+    return lambda: _vote_results([_votes_chunk(*chunk) for chunk in chunks], strategies, ks)
 
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            pending = pool.map(_votes_chunk, *zip(*chunks))  # every chunk submitted now
-            if meanwhile is not None:
-                try:
-                    meanwhile()
-                except BaseException:
-                    pool.shutdown(cancel_futures=True)
-                    raise
-            parts = list(pending)
-    else:
-        if meanwhile is not None:
-            meanwhile()
-        parts = [_votes_chunk(*chunk) for chunk in chunks]
+
+def _vote_results(parts: list[dict], strategies: list[str], ks: list[int]) -> dict[str, tuple]:
+    """{strategy: (values per problem and k, estimator label per k)} from the chunks' results, in order."""
     out = {}
     for s in strategies:
         labels = [set() for _ in ks]
