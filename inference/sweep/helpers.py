@@ -45,6 +45,15 @@ def _main_module_hidden() -> Iterator[None]:
 MAX_HELPERS = 8  # enough for the study's grid (its vote chunks); a few idle processes cost ~60 MB each
 
 
+def _exit_without_teardown() -> None:
+    """Each helper's initializer: the sweep waits for its helpers to exit, and a helper holding matplotlib,
+    pyarrow and the estimators takes ~0.1 s to free its heap object by object; frozen, it does not
+    (`core.platform.skip_heap_teardown_at_exit`, as every moelab command does)."""
+    from core.platform import skip_heap_teardown_at_exit
+
+    skip_heap_teardown_at_exit()
+
+
 def warm_up() -> int:
     """What the helpers will need, imported now (while the engine works), not when the sweep waits."""
     import inference.sweep.figures  # noqa: F401 - the plot stage
@@ -74,7 +83,8 @@ class SweepHelpers:
         if self.workers < 2:
             return
         try:
-            self.executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self.executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=_exit_without_teardown)
             with _main_module_hidden():  # every helper process starts inside this call (spawned on submit)
                 self.warm_ups = [self.executor.submit(warm_up) for _ in range(self.workers)]
         except (OSError, RuntimeError, ValueError) as err:
