@@ -1,8 +1,8 @@
 """math-verify's last resort, `simplify(gold - pred).is_zero`, skipped where it can only say no.
 
 Why: after its string, structural and numeric comparisons fail, math-verify's `sympy_expr_eq` calls
-`sympy_symbolic_eq`, which runs `simplify` on the difference: 3-7 ms for a wrong radical or fraction
-(`2\\sqrt{3}` against `\\sqrt{13}`), most of a checker's time on a sweep's wrong answers. When both sides are
+`sympy_symbolic_eq`, which runs `simplify` on the difference: milliseconds for a wrong radical or fraction
+(`2\\sqrt{3}` against `\\sqrt{13}`), most of a checker's time on the bench set's wrong answers. When both sides are
 constant numbers whose values, each evaluated to 30 significant digits, differ by more than a billionth of
 their size, the difference is not zero, `simplify` (which preserves value) cannot make it zero, and upstream
 returns False: so do we, without calling it. Everything else (symbols, sets, matrices, values that do not

@@ -104,6 +104,26 @@ def test_the_grid_trains_measures_summarises_and_resumes(tmp_path):
     (member / "measure.json").unlink()  # a lost measurement is redone from the kept weights, nothing retrained
     run_grid(grid)
     assert (member / "model.safetensors").stat().st_mtime_ns == weights and (member / "measure.json").is_file()
+    assert json.loads((member / "measure.json").read_text())["eval_split"] == "test"
+    # measured on the validation split (choosing a recipe): every member measured again, nothing retrained
+    validation = load_config(ROOT / "configs" / "toy" / "grid.yaml",
+                             [*overrides, "extra_members=[]", "eval_split=validation",
+                              f"results={tmp_path / 'v.csv'}"],
+                             schema=ToyGridConfig)
+    timing = json.loads(run_grid(validation)["provenance"].read_text())
+    assert timing["eval_split"] == "validation"
+    assert (member / "model.safetensors").stat().st_mtime_ns == weights
+    assert json.loads((member / "measure.json").read_text())["eval_split"] == "validation"
+
+
+def test_members_are_measured_on_the_split_asked_for():
+    from inference.toy.grid import member_data
+
+    recipe = load_config(ROOT / "configs" / "toy" / "train.yaml", ["task.num_facts=4"], schema=ToyTrainConfig)
+    held_out = {split: member_data(recipe, 20, 5, split)["test"] for split in ("validation", "test")}
+    assert all(r["id"].startswith("toy-validation-") for r in held_out["validation"])
+    assert all(r["id"].startswith("toy-test-") for r in held_out["test"])
+    assert not {r["question"] for r in held_out["validation"]} & {r["question"] for r in held_out["test"]}
 
 
 # --- the committed grid --------------------------------------------------------------------------

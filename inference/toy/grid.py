@@ -72,29 +72,31 @@ def answer_loss(model: Any, tokenizer: Any, rows: list[dict]) -> float:
     return sum(x.nll_nats for x in losses) / sum(x.answer_tokens for x in losses)
 
 
-def member_data(recipe: Any, num_test: int, num_seen: int) -> dict[str, list[dict]]:
-    """The three problem sets a member is measured on: the shared test problems (seed 0), the first
-    `num_seen` of its own training problems, and all of its facts (both from its recipe)."""
+def member_data(recipe: Any, num_test: int, num_seen: int, split: str = "test") -> dict[str, list[dict]]:
+    """The three problem sets a member is measured on: the shared held-out problems (seed 0, of `split`:
+    validation while choosing a recipe, test once), the first `num_seen` of its own training problems, and
+    all of its facts (both from its recipe). The key stays "test" whatever the split."""
     from tasks.datasets import load_problems
 
     task = recipe.task
     difficulty = {"min_steps": task.min_steps, "max_steps": task.max_steps, "max_operand": task.max_operand}
     return {
-        "test": load_problems("toy", "test", num_problems=num_test, seed=0, **difficulty),
+        "test": load_problems("toy", split, num_problems=num_test, seed=0, **difficulty),
         "seen": load_problems("toy", "train", num_problems=task.num_train_problems, seed=recipe.seed,
                               **difficulty)[:num_seen],
         "facts": load_problems("toy_facts", "train", num_problems=task.num_facts, seed=recipe.seed),
     }
 
 
-def measure_member(model_dir: str | Path, recipe: Any, *, num_test: int = 500, num_seen: int = 500) -> dict:
-    """Accuracies and task losses of the member saved in `model_dir`, trained from `recipe`."""
+def measure_member(model_dir: str | Path, recipe: Any, *, num_test: int = 500, num_seen: int = 500,
+                   split: str = "test") -> dict:
+    """Accuracies and task losses of the member saved in `model_dir`, trained from `recipe` (held-out: `split`)."""
     from checkpoints_index.loading import load_checkpoint
 
     start = time.time()
     model, tokenizer = load_checkpoint(str(model_dir), dtype="float32")
     model.eval()
-    data = member_data(recipe, num_test, num_seen)
+    data = member_data(recipe, num_test, num_seen, split)
     row = {"reasoning_accuracy": greedy_accuracy(model, tokenizer, data["test"]),
            "seen_problem_accuracy": greedy_accuracy(model, tokenizer, data["seen"]),
            "memorization_accuracy": greedy_accuracy(model, tokenizer, data["facts"]) if data["facts"] else None,
@@ -143,8 +145,9 @@ def _train_and_measure(grid_yaml: str, regime_name: str, experts: int, top_k: in
            "top_k": top_k, "seed": seed, "member": name, "total_params": training["total_params"],
            "active_params": training["active_params"], "tokens_seen": training["tokens_seen"],
            "train_loss": training["final_train_loss"], "train_seconds": training["train_seconds"],
-           **measure_member(member_dir, recipe, num_test=grid.num_test, num_seen=grid.num_seen)}
-    (member_dir / "measure.json").write_text(json.dumps(row, indent=2) + "\n")
+           **measure_member(member_dir, recipe, num_test=grid.num_test, num_seen=grid.num_seen,
+                            split=grid.eval_split)}
+    (member_dir / "measure.json").write_text(json.dumps({**row, "eval_split": grid.eval_split}, indent=2) + "\n")
     return row
 
 
@@ -179,8 +182,9 @@ def run_grid(grid: Any) -> dict[str, Path]:
     hidden = grid_hidden(grid)
     for regime, experts, top_k, seed in cells:
         done = models / regime / f"seed{seed}" / f"toy-d{hidden}-E{experts}-k{top_k}" / "measure.json"
-        if done.is_file():
-            rows[(regime, experts, top_k, seed)] = json.loads(done.read_text())
+        measured = json.loads(done.read_text()) if done.is_file() else {}
+        if measured and measured.pop("eval_split", "test") == grid.eval_split:  # another split: measured again
+            rows[(regime, experts, top_k, seed)] = measured
         else:
             todo.append((regime, experts, top_k, seed))
     print(f"toy grid: {len(cells)} members, {len(rows)} already measured, {len(todo)} to train and measure "
@@ -201,7 +205,7 @@ def run_grid(grid: Any) -> dict[str, Path]:
     paths = write_grid_outputs([rows[c] for c in cells], Path(grid.results))
     # the job's own timing, beside its table: this invocation's wall time and how much of the grid it trained
     paths["provenance"] = write_sidecar(grid.results, seconds=round(time.time() - start), workers=grid.workers,
-                                        members=len(cells), trained_this_run=len(todo))
+                                        members=len(cells), trained_this_run=len(todo), eval_split=grid.eval_split)
     return paths
 
 

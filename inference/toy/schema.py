@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from core.config import config_field
 
@@ -41,7 +41,10 @@ class ToyGridConfig:
     seeds: list[int] = config_field([0, 1, 2], "training seeds per (regime, E)", at_least=0)
     regimes: list[ToyRegime] = config_field([ToyRegime()], "data regimes (unique training problems)")
     extra_members: list[ToyExtraMember] = config_field([], "members outside the grid, e.g. the shipped E8-k4")
-    num_test: int = config_field(500, "held-out test problems per member (seed 0: the same for all)", at_least=1)
+    num_test: int = config_field(500, "held-out problems per member (seed 0: the same for all)", at_least=1)
+    eval_split: Literal["validation", "test"] = config_field(
+        "test", "the held-out split members are measured on: validation while a recipe is being chosen, test once "
+                "for the chosen one")
     num_seen: int = config_field(500, "of each member's own training problems, measured greedily too", at_least=1)
     workers: int = config_field(2, "members trained and measured at once (one torch thread each)", at_least=1)
     models_dir: str = config_field("outputs/toy_grid/models", "member weights: <regime>/seed<s>/<member>")

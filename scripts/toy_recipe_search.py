@@ -1,0 +1,100 @@
+"""Issue 27, step 1: which toy training recipe makes seeds agree? One E, a few seeds, one table.
+
+Each candidate is the toy grid (`inference.toy.grid`, `configs/toy/grid.yaml`) cut to one E and a few
+seeds in the 20,000-problem regime, with the candidate's `train_overrides`, measured on the VALIDATION
+split (choices are made there; test numbers come once, for the chosen recipe). The table has one row per
+candidate: seeds, mean and SD across seeds of held-out (validation) reasoning accuracy, its 95% t-interval,
+memorization accuracy, final train loss, and the minutes the candidate took on this machine.
+
+    .venv/bin/python scripts/toy_recipe_search.py --experts 8 --seeds 0,1,2,3 \
+        baseline: lr1e-3:optim.lr=1e-3 steps2000:optim.steps=2000 --out docs/results/toy-recipe-search.csv
+
+A candidate is `NAME:` (the base recipe) or `NAME:key=value,key=value` (dotted train-recipe keys). Members
+already trained and measured under outputs/toy_recipe_search/NAME are reused (the grid resumes), so the
+table can be rebuilt or extended without retraining; its minutes then count only what this run trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+COLUMNS = ["candidate", "overrides", "experts", "top_k", "regime", "eval_split", "seeds", "reasoning_mean",
+           "reasoning_sd", "reasoning_low", "reasoning_high", "reasoning_per_seed", "memorization_mean",
+           "train_loss_mean", "minutes"]
+
+
+def parse_candidate(text: str) -> tuple[str, dict[str, str]]:
+    name, _, spec = text.partition(":")
+    if not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise SystemExit(f"candidate {text!r}: NAME:key=value,... with a plain NAME")
+    overrides = dict(item.split("=", 1) for item in spec.split(",") if item)
+    return name, overrides
+
+
+def run_candidate(name: str, overrides: dict[str, str], args: argparse.Namespace) -> dict:
+    from core.config import load_config
+    from core.stats import t_interval
+    from inference.toy.grid import run_grid
+    from inference.toy.schema import ToyGridConfig
+
+    root = Path(args.work_dir) / name
+    grid = load_config(ROOT / "configs" / "toy" / "grid.yaml",
+                       [f"experts=[{args.experts}]", f"top_k={args.top_k}", f"seeds=[{args.seeds}]",
+                        "regimes=[{name: 20k, num_train_problems: 20000}]", "extra_members=[]",
+                        "eval_split=validation", f"num_test={args.num_validation}", f"num_seen={args.num_seen}",
+                        f"workers={args.workers}", f"models_dir={root / 'models'}", f"results={root / 'grid.csv'}"],
+                       schema=ToyGridConfig, values={"train_overrides": overrides})
+    paths = run_grid(grid)
+    rows = list(csv.DictReader(paths["table"].open()))
+    reasoning = [float(r["reasoning_accuracy"]) for r in rows]
+    mean, low, high = t_interval(reasoning)
+    seconds = json.loads(paths["provenance"].read_text())["seconds"]
+    return {"candidate": name, "overrides": ",".join(f"{k}={v}" for k, v in overrides.items()) or "(base recipe)",
+            "experts": args.experts, "top_k": args.top_k, "regime": "20k", "eval_split": "validation",
+            "seeds": len(rows), "reasoning_mean": round(100 * mean, 2),
+            "reasoning_sd": round(100 * statistics.stdev(reasoning), 2) if len(rows) > 1 else "",
+            "reasoning_low": round(100 * low, 2), "reasoning_high": round(100 * high, 2),
+            "reasoning_per_seed": " ".join(f"{100 * r:.1f}" for r in reasoning),
+            "memorization_mean": round(100 * statistics.mean(float(r["memorization_accuracy"]) for r in rows), 2),
+            "train_loss_mean": round(statistics.mean(float(r["train_loss"]) for r in rows), 4),
+            "minutes": round(seconds / 60, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("candidates", nargs="+", help="NAME: or NAME:key=value,key=value")
+    parser.add_argument("--experts", type=int, default=8)
+    parser.add_argument("--top-k", type=int, default=2)
+    parser.add_argument("--seeds", default="0,1,2,3")
+    parser.add_argument("--num-validation", type=int, default=500, help="validation problems per member")
+    parser.add_argument("--num-seen", type=int, default=100, help="own training problems measured per member")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--work-dir", default="outputs/toy_recipe_search")
+    parser.add_argument("--out", type=Path, required=True, help="the table (CSV); rows of other candidates kept")
+    args = parser.parse_args()
+    candidates = [parse_candidate(c) for c in args.candidates]
+
+    from core.files import atomic_write_csv
+    from core.provenance import write_sidecar
+
+    table = {row["candidate"]: row for row in csv.DictReader(args.out.open())} if args.out.is_file() else {}
+    for name, overrides in candidates:
+        row = run_candidate(name, overrides, args)
+        table[name] = row
+        print(f"{name}: reasoning (validation) {row['reasoning_mean']}% sd {row['reasoning_sd']} over "
+              f"{row['seeds']} seeds [{row['reasoning_per_seed']}], memorization {row['memorization_mean']}%, "
+              f"{row['minutes']} min", flush=True)
+        atomic_write_csv(args.out, list(table.values()), COLUMNS)
+    write_sidecar(args.out, candidates=[name for name, _ in candidates])
+
+
+if __name__ == "__main__":
+    main()
