@@ -27,9 +27,10 @@ set -euo pipefail
 
 # ---- one rank on one node, started by pbsdsh below: scripts/pbs_grpo.sh --rank|--serve STATE_DIR [RANK]
 if [ "${1:-}" = --rank ] || [ "${1:-}" = --serve ]; then
-  ROLE=$1 STATE=$2 RANK=${3:-}
   # shellcheck source=/dev/null
-  source "$STATE/env.sh"  # the job's environment and `cd` to the repository
+  source "$2/env.sh"  # the job's environment and `cd` to the repository
+  # set after it: the job may export names of its own (RANK, STATE, ...), and this task's arguments must win
+  ROLE=$1 STATE=$2 RANK=${3:-}
   mapfile -t OVERRIDES_ARGS < "$STATE/overrides"
   PYTHON=${PYTHON:-.venv/bin/python}
   if [ "$ROLE" = --serve ]; then

@@ -275,7 +275,9 @@ def pbs_state(cluster):
 def test_pbs_ranks_get_the_environment_and_overrides_from_a_file(cluster, pbs_state):
     overrides = cluster["dir"] / "overrides.txt"
     overrides.write_text("# my run\noutput_dir=outputs/grpo/with space\n\nmax_steps=3\n")
-    done, _ = run_pbs(cluster, ["h1", "h2"], OVERRIDES_FILE=str(overrides))
+    # the job exports names the rank task uses for itself (an earlier torch job's RANK, a STATE of its own):
+    # each task's arguments must still win
+    done, _ = run_pbs(cluster, ["h1", "h2"], OVERRIDES_FILE=str(overrides), RANK="0", STATE="/nonexistent")
     assert done.returncode == 0, done.stdout + done.stderr
     trainers = sorted(records(cluster["dir"] / "train.jsonl"), key=lambda t: t["rank"])
     assert [t["rank"] for t in trainers] == ["0", "1"]
