@@ -11,7 +11,8 @@ memorization accuracy, final train loss, and the minutes the candidate took on t
 
 A candidate is `NAME:` (the base recipe) or `NAME:key=value,key=value` (dotted train-recipe keys). Members
 already trained and measured under outputs/toy_recipe_search/NAME are reused (the grid resumes), so the
-table can be rebuilt or extended without retraining; its minutes then count only what this run trained.
+table can be rebuilt or extended without retraining; a candidate re-read that way keeps the minutes of the
+run that trained it. The provenance file beside the table lists every invocation that wrote rows.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ def parse_candidate(text: str) -> tuple[str, dict[str, str]]:
     return name, overrides
 
 
-def run_candidate(name: str, overrides: dict[str, str], args: argparse.Namespace) -> dict:
+def run_candidate(name: str, overrides: dict[str, str], args: argparse.Namespace, before: dict | None) -> dict:
+    """One candidate's row; `before` is its row in the table already, whose minutes stand when this run
+    only re-read members trained earlier."""
     from core.config import load_config
     from core.stats import t_interval
     from inference.toy.grid import run_grid
@@ -56,7 +59,10 @@ def run_candidate(name: str, overrides: dict[str, str], args: argparse.Namespace
     rows = list(csv.DictReader(paths["table"].open()))
     reasoning = [float(r["reasoning_accuracy"]) for r in rows]
     mean, low, high = t_interval(reasoning)
-    seconds = json.loads(paths["provenance"].read_text())["seconds"]
+    timing = json.loads(paths["provenance"].read_text())
+    minutes = round(timing["seconds"] / 60, 1)
+    if before is not None and timing["trained_this_run"] == 0:
+        minutes = before["minutes"]
     return {"candidate": name, "overrides": ",".join(f"{k}={v}" for k, v in overrides.items()) or "(base recipe)",
             "experts": args.experts, "top_k": args.top_k, "regime": "20k", "eval_split": "validation",
             "seeds": len(rows), "reasoning_mean": round(100 * mean, 2),
@@ -65,7 +71,7 @@ def run_candidate(name: str, overrides: dict[str, str], args: argparse.Namespace
             "reasoning_per_seed": " ".join(f"{100 * r:.1f}" for r in reasoning),
             "memorization_mean": round(100 * statistics.mean(float(r["memorization_accuracy"]) for r in rows), 2),
             "train_loss_mean": round(statistics.mean(float(r["train_loss"]) for r in rows), 4),
-            "minutes": round(seconds / 60, 1)}
+            "minutes": minutes}
 
 
 def main() -> None:
@@ -87,13 +93,19 @@ def main() -> None:
 
     table = {row["candidate"]: row for row in csv.DictReader(args.out.open())} if args.out.is_file() else {}
     for name, overrides in candidates:
-        row = run_candidate(name, overrides, args)
+        row = run_candidate(name, overrides, args, table.get(name))
         table[name] = row
         print(f"{name}: reasoning (validation) {row['reasoning_mean']}% sd {row['reasoning_sd']} over "
               f"{row['seeds']} seeds [{row['reasoning_per_seed']}], memorization {row['memorization_mean']}%, "
               f"{row['minutes']} min", flush=True)
         atomic_write_csv(args.out, list(table.values()), COLUMNS)
-    write_sidecar(args.out, candidates=[name for name, _ in candidates])
+    # one provenance record per invocation, the earlier ones kept (rows come from several runs)
+    from core.provenance import provenance, sidecar_path
+
+    sidecar = sidecar_path(args.out)
+    earlier = json.loads(sidecar.read_text()) if sidecar.is_file() else None
+    runs = [] if earlier is None else earlier.get("runs", [earlier])
+    write_sidecar(args.out, {"runs": [*runs, {**provenance(), "candidates": [name for name, _ in candidates]}]})
 
 
 if __name__ == "__main__":
