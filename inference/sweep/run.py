@@ -318,9 +318,7 @@ def aggregate_and_plot(scored_path: Path, out_dir: Path, cfg: Any, stages: Seque
     if "plot" in stages:
         if not metrics_path.is_file():
             raise UserError(f"{metrics_path} does not exist: run the 'aggregate' stage first")
-        plots_dir = out_dir / "plots"
-        outputs["plots"] = draw_plots(metrics_path, plots_dir) if helpers is None else \
-            draw_plots(metrics_path, plots_dir, helpers.map)
+        outputs["plots"] = draw_plots(metrics_path, out_dir / "plots", map if helpers is None else helpers.map)
     return outputs
 
 
