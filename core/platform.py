@@ -44,7 +44,7 @@ def skip_heap_teardown_at_exit() -> None:
 
     At exit CPython clears every module and collects what that frees: with vLLM, torch and
     transformers imported that is ~800,000 objects and 3-5 s of one core on a 2-core machine, a
-    tenth of a toy sweep (`bench/sweep.py --breakdown`), for memory the OS takes back anyway. A
+    tenth of a toy sweep (`bench/sweep_breakdown.py`), for memory the OS takes back anyway. A
     heap frozen at exit (`gc.freeze`, as an exit handler) is left alone by the collector; every exit
     handler still runs and the standard streams are still flushed. Files are closed by the code that
     writes them (`core.files.atomic_write`), never left to the collector.

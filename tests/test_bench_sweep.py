@@ -1,4 +1,4 @@
-"""bench/sweep.py --breakdown: each part's time leaves out the parts it calls, so the parts and 'other' add
+"""bench/sweep_breakdown.py (also `bench/sweep.py --breakdown`): each part's time leaves out the parts it calls, so the parts and 'other' add
 up to the wall time."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def load_bench():
-    return load_file(REPO / "bench" / "sweep.py", "bench_sweep")
+    return load_file(REPO / "bench" / "sweep_breakdown.py", "bench_sweep_breakdown")
 
 
 def test_part_clock_times_each_part_without_the_parts_it_calls(monkeypatch):
@@ -40,3 +40,17 @@ def test_part_clock_times_each_part_without_the_parts_it_calls(monkeypatch):
     assert clock.calls["store writes"] == 2 and clock.calls["backend requests/results"] == 1
     assert sum(clock.wall.values()) == now[0]  # nothing counted twice, nothing lost
     assert set(clock.wall) == set(bench.PARTS) and set(bench.ENGINE_PARTS) <= set(bench.PARTS)
+
+
+def test_sweep_bench_breakdown_flag_runs_the_breakdown_bench():
+    """`bench/sweep.py --breakdown` (the name the committed results were recorded under) is the breakdown bench."""
+    import subprocess
+    import sys
+
+    alias = subprocess.run([sys.executable, str(REPO / "bench" / "sweep.py"), "--breakdown", "--help"],
+                           capture_output=True, text=True, timeout=120)
+    assert alias.returncode == 0, alias.stderr
+    assert "--sweep-dir" in alias.stdout and "--d512-layers" not in alias.stdout
+    plain = subprocess.run([sys.executable, str(REPO / "bench" / "sweep.py"), "--help"],
+                           capture_output=True, text=True, timeout=120)
+    assert "--d512-layers" in plain.stdout and "--sweep-dir" not in plain.stdout

@@ -78,7 +78,7 @@ def test_all_estimators_equal_brute_force(seed):
 @pytest.mark.parametrize("batch_width", [160, 0])  # blocks of j at once (default) / one j at a time
 def test_majority_dp_matches_brute_force_with_big_clusters(monkeypatch, batch_width):
     """The DP proper (not enumeration), with ties between big clusters and many no-answer samples."""
-    monkeypatch.setattr("inference.ttc.estimators.DP_BATCH_WIDTH", batch_width)
+    monkeypatch.setattr("inference.ttc.majority_dp.DP_BATCH_WIDTH", batch_width)
     answers = ["x"] * 5 + ["y"] * 5 + ["z"] * 3 + [None] * 3
     p = ProblemSamples.from_answers(answers, [a == "y" for a in answers], np.zeros(16))
     ks = list(range(1, 17))
@@ -225,7 +225,7 @@ def test_nested_small_subsets_are_uniform_for_every_k():
 def test_majority_dp_blocks_of_j_equal_one_j_at_a_time(monkeypatch):
     """The batched DP (blocks of winning counts, small blocks forced too) against the one-j-at-a-time
     sums, on profiles up to n = 1,024 and widths past DP_BATCH_WIDTH."""
-    import inference.ttc.estimators as estimators
+    import inference.ttc.majority_dp as majority_dp
 
     rng = np.random.default_rng(4)
     for trial in range(30):
@@ -234,11 +234,11 @@ def test_majority_dp_blocks_of_j_equal_one_j_at_a_time(monkeypatch):
         sizes, num_null = sizes[:-1], int(sizes[-1])
         values = rng.random(len(sizes)) if trial % 2 else (rng.random(len(sizes)) < 0.4).astype(float)
         ks = sorted({int(k) for k in rng.integers(1, min(n, 200) + 1, size=4)})
-        monkeypatch.setattr(estimators, "DP_BATCH_WIDTH", 0)
-        one_j = estimators.majority_exact(sizes, values, num_null, ks)
-        monkeypatch.setattr(estimators, "DP_BATCH_WIDTH", 10_000)
-        monkeypatch.setattr(estimators, "DP_BLOCK_ENTRIES", [1 << 21, 1][trial % 2])  # one block / one j a block
-        np.testing.assert_allclose(estimators.majority_exact(sizes, values, num_null, ks), one_j, rtol=0, atol=1e-13)
+        monkeypatch.setattr(majority_dp, "DP_BATCH_WIDTH", 0)
+        one_j = majority_dp.majority_exact(sizes, values, num_null, ks)
+        monkeypatch.setattr(majority_dp, "DP_BATCH_WIDTH", 10_000)
+        monkeypatch.setattr(majority_dp, "DP_BLOCK_ENTRIES", [1 << 21, 1][trial % 2])  # one block / one j a block
+        np.testing.assert_allclose(majority_dp.majority_exact(sizes, values, num_null, ks), one_j, rtol=0, atol=1e-13)
 
 
 def test_permutation_prefix_summed_in_steps_equals_one_cumsum():

@@ -53,7 +53,7 @@ def test_diff_in_diff_equals_a_brute_force_computation():
     rng = np.random.default_rng(3)
     n, resamples, seed = 37, 300, 7
     data = [{f"p{i}": float(rng.random()) for i in rng.permutation(n)} for _ in range(4)]  # dict order shuffled
-    data[3][f"extra"] = 1.0  # a problem only one model has is ignored
+    data[3]["extra"] = 1.0  # a problem only one model has is ignored
     g = gap_test(*data, resamples=resamples, seed=seed)
     ids = sorted(f"p{i}" for i in range(n))
     total = 0.0

@@ -11,12 +11,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from checkpoints_index.toy.schema import ToyTrainConfig
-from inference.toy.schema import ToyGridConfig
 from checkpoints_index.toy.train import facts_per_batch
 from core.config import load_config
 from core.errors import UserError
 from core.stats import t_interval
 from inference.toy.grid import GRID_COLUMNS, grid_cells, measure_member, run_grid, summarize_grid, summary_markdown
+from inference.toy.schema import ToyGridConfig
 from tasks.datasets import load_problems
 from tasks.toy_facts import make_facts
 

@@ -246,7 +246,7 @@ class VLLMBackend:
 
         Dropping the last reference runs vLLM's own shutdown, which frees the KV cache and weights and
         collects garbage twice; one more full collection here freed no memory and cost 0.5-1.5 s per
-        model on 2 cores (`bench/sweep.py --breakdown`). It still runs when the engine outlives the
+        model on 2 cores (`bench/sweep_breakdown.py`). It still runs when the engine outlives the
         reference dropped here (held elsewhere, or in a reference cycle).
         """
         import weakref

@@ -3,7 +3,7 @@
 Why: after the last model generates, the sweep aggregates (the voting estimators are most of it) and
 draws its plots, in one process on one core, and importing matplotlib alone takes ~0.5 s. On the toy
 sweep those two stages were ~2.2 s of ~60 s, the largest part of its time outside the engine
-(`bench/sweep.py --breakdown`). So a sweep that will aggregate or plot starts a small process pool
+(`bench/sweep_breakdown.py`). So a sweep that will aggregate or plot starts a small process pool
 when it starts, and the pool imports the estimators and matplotlib while the engine starts and
 generates, on a core the engine leaves mostly idle. At the end the voting strategies run in the pool
 while the sweep's own process computes the closed forms (the results are the same for any number of
