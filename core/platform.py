@@ -9,7 +9,8 @@ Set before vLLM is imported, and inherited by every process the lab starts (acce
 - `VLLM_CPU_OMP_THREADS_BIND=all`: use every core (the default pins the worker to one).
 Only defaults: a value the user exported wins. Nothing is changed on a machine with an NVIDIA GPU.
 
-Also the exit every `moelab` command takes (`skip_heap_teardown_at_exit`, called by `moelab.cli.main`).
+Also the exit every `moelab` command takes (`skip_heap_teardown_at_exit`, called by `moelab.cli.main`),
+and the heap a CPU training process keeps (`keep_freed_heap_memory`, called by `rl.train.build_trainer`).
 """
 
 from __future__ import annotations
@@ -56,3 +57,32 @@ def skip_heap_teardown_at_exit() -> None:
 
 
 _EXIT_FREEZE_REGISTERED = False
+
+# glibc mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+
+
+def keep_freed_heap_memory() -> bool:
+    """On a CPU-only Linux machine, let glibc's malloc keep the memory a training step frees for the next
+    step; True if it was set.
+
+    Why: glibc serves every block above its mmap threshold (at most 32 MiB) with a fresh mapping, unmaps
+    it on free, and trims the heap's top; the kernel then zeroes every page of the next step's logits
+    and gradients again. A 2-layer d512 GRPO step (vocabulary-sized logits) faulted ~3 million pages:
+    26 s of kernel time in a 4-step bench with HF generate, 43 s with the vLLM engine in the process
+    (`bench/grpo.py`, docs/benchmarks.md). With mmap off and no trimming, freed blocks stay in the
+    heap and are reused. The cost: the process's resident memory stays at its peak until it exits.
+    Not on a GPU machine (the big tensors live on the GPU) nor outside glibc (a no-op there).
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if has_nvidia_gpu() or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))

@@ -274,8 +274,10 @@ def check_master_weights(cfg: Any, args: Any) -> None:
 def build_trainer(cfg: Any, use_weight_sync: bool = True) -> tuple[Any, dict]:
     """GRPOTrainer (the lab's subclass) with every callback; returns (trainer, parts by name)."""
     from rl.callbacks import ExpertLoadCallback, GreedyEvalCallback, NonFiniteLossGuard, RegisterCheckpointCallback
+    from core.platform import keep_freed_heap_memory
     from rl.trainer import MoEGRPOTrainer, register_zero3_leaf_modules
 
+    keep_freed_heap_memory()  # on CPU: a step's freed logits and gradients are reused, not faulted in again
     if cfg.threads > 0:
         import torch
 
