@@ -4,7 +4,8 @@ Each candidate is the toy grid (`inference.toy.grid`, `configs/toy/grid.yaml`) c
 seeds in the 20,000-problem regime, with the candidate's `train_overrides`, measured on the VALIDATION
 split (choices are made there; test numbers come once, for the chosen recipe). The table has one row per
 candidate: seeds, mean and SD across seeds of held-out (validation) reasoning accuracy, its 95% t-interval,
-memorization accuracy, final train loss, and the minutes the candidate took on this machine.
+memorization accuracy (mean, SD, interval, per seed), final train loss, and the minutes the candidate took on this
+machine. A row is one candidate at one (E, k): run the script once per E.
 
     .venv/bin/python scripts/toy_recipe_search.py --experts 8 --seeds 0,1,2,3 \
         baseline: lr1e-3:optim.lr=1e-3 steps2000:optim.steps=2000 --out docs/results/toy-recipe-search.csv
@@ -29,7 +30,13 @@ sys.path.insert(0, str(ROOT))
 
 COLUMNS = ["candidate", "overrides", "experts", "top_k", "regime", "eval_split", "seeds", "reasoning_mean",
            "reasoning_sd", "reasoning_low", "reasoning_high", "reasoning_per_seed", "memorization_mean",
-           "train_loss_mean", "minutes"]
+           "memorization_sd", "memorization_low", "memorization_high", "memorization_per_seed", "train_loss_mean",
+           "minutes"]
+
+
+def row_key(row: dict) -> tuple[str, str, str]:
+    """A row is one candidate at one (E, k): the same candidate is tried at several E."""
+    return row["candidate"], str(row["experts"]), str(row["top_k"])
 
 
 def parse_candidate(text: str) -> tuple[str, dict[str, str]]:
@@ -40,11 +47,21 @@ def parse_candidate(text: str) -> tuple[str, dict[str, str]]:
     return name, overrides
 
 
+def spread(metric: str, values: list[float]) -> dict:
+    """Mean, SD across seeds, 95% t-interval and the per-seed values, in percent."""
+    from core.stats import t_interval
+
+    mean, low, high = t_interval(values)
+    return {f"{metric}_mean": round(100 * mean, 2),
+            f"{metric}_sd": round(100 * statistics.stdev(values), 2) if len(values) > 1 else "",
+            f"{metric}_low": round(100 * low, 2), f"{metric}_high": round(100 * high, 2),
+            f"{metric}_per_seed": " ".join(f"{100 * v:.1f}" for v in values)}
+
+
 def run_candidate(name: str, overrides: dict[str, str], args: argparse.Namespace, before: dict | None) -> dict:
     """One candidate's row; `before` is its row in the table already, whose minutes stand when this run
     only re-read members trained earlier."""
     from core.config import load_config
-    from core.stats import t_interval
     from inference.toy.grid import run_grid
     from inference.toy.schema import ToyGridConfig
 
@@ -53,23 +70,20 @@ def run_candidate(name: str, overrides: dict[str, str], args: argparse.Namespace
                        [f"experts=[{args.experts}]", f"top_k={args.top_k}", f"seeds=[{args.seeds}]",
                         "regimes=[{name: 20k, num_train_problems: 20000}]", "extra_members=[]",
                         "eval_split=validation", f"num_test={args.num_validation}", f"num_seen={args.num_seen}",
-                        f"workers={args.workers}", f"models_dir={root / 'models'}", f"results={root / 'grid.csv'}"],
+                        f"workers={args.workers}", f"models_dir={root / 'models'}",
+                        f"results={root / f'grid-E{args.experts}-k{args.top_k}.csv'}"],
                        schema=ToyGridConfig, values={"train_overrides": overrides})
     paths = run_grid(grid)
     rows = list(csv.DictReader(paths["table"].open()))
     reasoning = [float(r["reasoning_accuracy"]) for r in rows]
-    mean, low, high = t_interval(reasoning)
+    memorization = [float(r["memorization_accuracy"]) for r in rows]
     timing = json.loads(paths["provenance"].read_text())
     minutes = round(timing["seconds"] / 60, 1)
     if before is not None and timing["trained_this_run"] == 0:
         minutes = before["minutes"]
     return {"candidate": name, "overrides": ",".join(f"{k}={v}" for k, v in overrides.items()) or "(base recipe)",
             "experts": args.experts, "top_k": args.top_k, "regime": "20k", "eval_split": "validation",
-            "seeds": len(rows), "reasoning_mean": round(100 * mean, 2),
-            "reasoning_sd": round(100 * statistics.stdev(reasoning), 2) if len(rows) > 1 else "",
-            "reasoning_low": round(100 * low, 2), "reasoning_high": round(100 * high, 2),
-            "reasoning_per_seed": " ".join(f"{100 * r:.1f}" for r in reasoning),
-            "memorization_mean": round(100 * statistics.mean(float(r["memorization_accuracy"]) for r in rows), 2),
+            "seeds": len(rows), **spread("reasoning", reasoning), **spread("memorization", memorization),
             "train_loss_mean": round(statistics.mean(float(r["train_loss"]) for r in rows), 4),
             "minutes": minutes}
 
@@ -91,10 +105,11 @@ def main() -> None:
     from core.files import atomic_write_csv
     from core.provenance import write_sidecar
 
-    table = {row["candidate"]: row for row in csv.DictReader(args.out.open())} if args.out.is_file() else {}
+    table = {row_key(row): row for row in csv.DictReader(args.out.open())} if args.out.is_file() else {}
     for name, overrides in candidates:
-        row = run_candidate(name, overrides, args, table.get(name))
-        table[name] = row
+        key = (name, str(args.experts), str(args.top_k))
+        row = run_candidate(name, overrides, args, table.get(key))
+        table[key] = row
         print(f"{name}: reasoning (validation) {row['reasoning_mean']}% sd {row['reasoning_sd']} over "
               f"{row['seeds']} seeds [{row['reasoning_per_seed']}], memorization {row['memorization_mean']}%, "
               f"{row['minutes']} min", flush=True)
