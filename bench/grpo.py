@@ -167,7 +167,12 @@ def run_variant(model: str, overrides: list[str], steps: int, variant: str, out:
         trainer.vllm_generation.generation_kwargs.pop("detokenize", None)  # the engine detokenizes
     breakdown = Breakdown()
     instrument(trainer, breakdown)
-    trainer.train()
+    from core.platform import KEEP_HEAP_ENV, kept_heap
+
+    if variant == "vllm-before":  # and glibc's heap, as `rl.train.train` ran before the kept heap
+        os.environ[KEEP_HEAP_ENV] = "0"
+    with kept_heap():  # as `rl.train.train` runs the loop
+        trainer.train()
     return breakdown.rows()  # the first step (engine warm-up, allocator) closes before the first row opens
 
 

@@ -10,12 +10,13 @@ Set before vLLM is imported, and inherited by every process the lab starts (acce
 Only defaults: a value the user exported wins. Nothing is changed on a machine with an NVIDIA GPU.
 
 Also the exit every `moelab` command takes (`skip_heap_teardown_at_exit`, called by `moelab.cli.main`),
-and the heap a CPU training process keeps (`keep_freed_heap_memory`, called by `rl.train.build_trainer`).
+and the heap a CPU training run keeps (`kept_heap`, around `rl.train.train`'s training loop).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import os
 from pathlib import Path
@@ -58,31 +59,51 @@ def skip_heap_teardown_at_exit() -> None:
 
 _EXIT_FREEZE_REGISTERED = False
 
-# glibc mallopt parameters (malloc.h)
+# glibc mallopt parameters (malloc.h) and glibc's defaults, restored after training
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+GLIBC_TRIM_THRESHOLD, GLIBC_MMAP_MAX = 128 * 1024, 65536
+KEEP_HEAP_ENV = "MOELAB_KEEP_HEAP"  # "0": leave glibc's malloc as it is
 
 
-def keep_freed_heap_memory() -> bool:
-    """On a CPU-only Linux machine, let glibc's malloc keep the memory a training step frees for the next
-    step; True if it was set.
+def _mallopt():
+    """The process's `mallopt` (of the allocator actually loaded: glibc's, or a preloaded one's), or None."""
+    import ctypes
+    import platform as host
+
+    if not host.libc_ver()[0] == "glibc":
+        return None
+    try:
+        return ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return None
+
+
+@contextlib.contextmanager
+def kept_heap():
+    """While training on a CPU-only Linux (glibc) machine, let malloc keep the memory a step frees for
+    the next step; glibc's behaviour comes back after (its defaults, and the kept memory returned).
 
     Why: glibc serves every block above its mmap threshold (at most 32 MiB) with a fresh mapping, unmaps
-    it on free, and trims the heap's top; the kernel then zeroes every page of the next step's logits
-    and gradients again. A 2-layer d512 GRPO step (vocabulary-sized logits) faulted ~3 million pages:
-    26 s of kernel time in a 4-step bench with HF generate, 43 s with the vLLM engine in the process
-    (`bench/grpo.py`, docs/benchmarks.md). With mmap off and no trimming, freed blocks stay in the
-    heap and are reused. The cost: the process's resident memory stays at its peak until it exits.
-    Not on a GPU machine (the big tensors live on the GPU) nor outside glibc (a no-op there).
+    it on free, and trims the heap's top, so the kernel zeroes every page of the next step's logits and
+    gradients again: a 2-layer d512 GRPO run (vocabulary-sized logits) spent much of its time in page faults,
+    more with the vLLM engine in the process (`docs/results/grpo-heap-faults.txt`). With mmap off and no
+    trimming, freed blocks stay in the heap and are reused. Costs: resident memory stays at its peak while
+    training; in glibc's per-thread arenas a block over 64 MiB is still mapped afresh (the main thread's
+    allocations, where the training step runs, are not). Not on a GPU machine (the big tensors live on the
+    GPU), not outside glibc, and not with MOELAB_KEEP_HEAP=0 (glibc's defaults, e.g. to measure them).
+    Yields whether the heap is kept.
     """
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if has_nvidia_gpu() or not sys.platform.startswith("linux"):
-        return False
+    mallopt = None
+    if not has_nvidia_gpu() and os.environ.get(KEEP_HEAP_ENV, "1") != "0":
+        mallopt = _mallopt()
+    kept = bool(mallopt) and bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, -1))
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc
-        return False
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+        yield kept
+    finally:
+        if mallopt is not None:  # also after a half-applied setting
+            mallopt(M_MMAP_MAX, GLIBC_MMAP_MAX)
+            mallopt(M_TRIM_THRESHOLD, GLIBC_TRIM_THRESHOLD)
+            if kept:
+                import ctypes
+
+                ctypes.CDLL(None).malloc_trim(0)

@@ -274,10 +274,8 @@ def check_master_weights(cfg: Any, args: Any) -> None:
 def build_trainer(cfg: Any, use_weight_sync: bool = True) -> tuple[Any, dict]:
     """GRPOTrainer (the lab's subclass) with every callback; returns (trainer, parts by name)."""
     from rl.callbacks import ExpertLoadCallback, GreedyEvalCallback, NonFiniteLossGuard, RegisterCheckpointCallback
-    from core.platform import keep_freed_heap_memory
     from rl.trainer import MoEGRPOTrainer, register_zero3_leaf_modules
 
-    keep_freed_heap_memory()  # on CPU: a step's freed logits and gradients are reused, not faulted in again
     if cfg.threads > 0:
         import torch
 
@@ -345,6 +343,7 @@ def train(cfg: Any, callbacks: tuple = ()) -> dict:
 
     `callbacks`: extra TrainerCallbacks (tests inject faults with them)."""
     resume_from = check_resume(cfg)
+    from core.platform import kept_heap
     from rl.hub import check_push_target, push_run, write_model_card
 
     check_push_target(cfg)
@@ -354,7 +353,8 @@ def train(cfg: Any, callbacks: tuple = ()) -> dict:
     if trainer.accelerator.is_main_process:
         write_run_record(cfg, parts["args"])
     started = time.monotonic()
-    trainer.train(resume_from_checkpoint=resume_from)
+    with kept_heap():  # on CPU: a step's freed logits and gradients are reused, not faulted in again
+        trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = round(time.monotonic() - started, 1)  # this process's training, evals included
     guard = parts["guard"]
     if guard.bad_step is not None:

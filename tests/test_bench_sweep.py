@@ -1,5 +1,5 @@
-"""bench/sweep_breakdown.py (also `bench/sweep.py --breakdown`): each part's time leaves out the parts it calls, so the parts and 'other' add
-up to the wall time."""
+"""bench/sweep_breakdown.py (also `bench/sweep.py --breakdown`): each part's time leaves out the parts it
+calls, so the parts and 'other' add up to the wall time."""
 
 from __future__ import annotations
 
