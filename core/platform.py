@@ -85,8 +85,8 @@ def kept_heap():
 
     Why: glibc serves every block above its mmap threshold (at most 32 MiB) with a fresh mapping, unmaps
     it on free, and trims the heap's top, so the kernel zeroes every page of the next step's logits and
-    gradients again: a 2-layer d512 GRPO run (vocabulary-sized logits) spent much of its time in page faults,
-    more with the vLLM engine in the process (`docs/results/grpo-heap-faults.txt`). With mmap off and no
+    gradients again: a 2-layer d512 GRPO run (vocabulary-sized logits) spent about a third of its CPU time in the
+    kernel, faulting pages in (`docs/results/grpo-heap-faults.txt`). With mmap off and no
     trimming, freed blocks stay in the heap and are reused. Costs: resident memory stays at its peak while
     training; in glibc's per-thread arenas a block over 64 MiB is still mapped afresh (the main thread's
     allocations, where the training step runs, are not). Not on a GPU machine (the big tensors live on the
