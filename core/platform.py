@@ -10,7 +10,7 @@ Set before vLLM is imported, and inherited by every process the lab starts (acce
 Only defaults: a value the user exported wins. Nothing is changed on a machine with an NVIDIA GPU.
 
 Also the exit every `moelab` command takes (`skip_heap_teardown_at_exit`, called by `moelab.cli.main`),
-and the heap a CPU training run keeps (`kept_heap`, around `rl.train.train`'s training loop).
+and the heap a CPU training run keeps (`kept_heap`, around `rl.train.train`'s build and training loop).
 """
 
 from __future__ import annotations

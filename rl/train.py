@@ -347,13 +347,13 @@ def train(cfg: Any, callbacks: tuple = ()) -> dict:
     from rl.hub import check_push_target, push_run, write_model_card
 
     check_push_target(cfg)
-    trainer, parts = build_trainer(cfg)
-    for callback in callbacks:
-        trainer.add_callback(callback)
-    if trainer.accelerator.is_main_process:
-        write_run_record(cfg, parts["args"])
-    started = time.monotonic()
-    with kept_heap():  # on CPU: a step's freed logits and gradients are reused, not faulted in again
+    with kept_heap():  # on CPU: the policy, the engine and every step's logits and gradients stay in one heap
+        trainer, parts = build_trainer(cfg)
+        for callback in callbacks:
+            trainer.add_callback(callback)
+        if trainer.accelerator.is_main_process:
+            write_run_record(cfg, parts["args"])
+        started = time.monotonic()
         trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = round(time.monotonic() - started, 1)  # this process's training, evals included
     guard = parts["guard"]
