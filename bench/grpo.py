@@ -160,11 +160,10 @@ def run_variant(model: str, overrides: list[str], steps: int, variant: str, out:
     overrides = [f"model.name={model}", f"output_dir={out}", f"max_steps={steps + 1}",
                  f"checkpoints.save_steps={steps + 2}", f"grpo.use_vllm={str(use_vllm).lower()}", *COMMON, *overrides]
     cfg = load_config(LAB / "configs" / "grpo" / "toy.yaml", overrides, schema=GRPORecipe)
-    from core.platform import KEEP_HEAP_ENV, kept_heap
+    from core.platform import kept_heap
 
-    if variant == "vllm-before":  # and glibc's heap, as `rl.train.train` ran before the kept heap
-        os.environ[KEEP_HEAP_ENV] = "0"
-    with kept_heap():  # from the trainer's build to the end of its loop, as `rl.train.train`
+    # from the trainer's build to the end of its loop, as `rl.train.train`; vllm-before: glibc's heap, as before
+    with kept_heap(enabled=variant != "vllm-before"):
         trainer, _ = build_trainer(cfg)
         if variant == "vllm-before":  # the trainer before issue 28: what it removed put back
             trainer.reuse_loss_logps = False  # TRL's extra old-logprob pass

@@ -79,7 +79,7 @@ def _mallopt():
 
 
 @contextlib.contextmanager
-def kept_heap():
+def kept_heap(enabled: bool = True):
     """While training on a CPU-only Linux (glibc) machine, let malloc keep the memory a step frees for
     the next step; glibc's behaviour comes back after (its defaults, and the kept memory returned).
 
@@ -90,11 +90,11 @@ def kept_heap():
     trimming, freed blocks stay in the heap and are reused. Costs: resident memory stays at its peak while
     training; in glibc's per-thread arenas a block over 64 MiB is still mapped afresh (the main thread's
     allocations, where the training step runs, are not). Not on a GPU machine (the big tensors live on the
-    GPU), not outside glibc, and not with MOELAB_KEEP_HEAP=0 (glibc's defaults, e.g. to measure them).
-    Yields whether the heap is kept.
+    GPU), not outside glibc, and not with MOELAB_KEEP_HEAP=0 or `enabled=False` (glibc's defaults, e.g. to
+    measure them). Yields whether the heap is kept.
     """
     mallopt = None
-    if not has_nvidia_gpu() and os.environ.get(KEEP_HEAP_ENV, "1") != "0":
+    if enabled and not has_nvidia_gpu() and os.environ.get(KEEP_HEAP_ENV, "1") != "0":
         mallopt = _mallopt()
     kept = bool(mallopt) and bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, -1))
     try:

@@ -139,8 +139,9 @@ def test_a_cpu_training_run_reuses_freed_memory_and_gives_glibc_its_heap_back_af
     inside `kept_heap` the freed block is reused (almost no faults); after it, glibc's behaviour is back;
     MOELAB_KEEP_HEAP=0 leaves glibc alone."""
     def run(**env: str) -> tuple[str, int, int]:
+        clean = {k: v for k, v in os.environ.items() if k != platform.KEEP_HEAP_ENV}
         out = subprocess.run([sys.executable, "-c", FAULTS_ON_REUSE], cwd=REPO, capture_output=True, text=True,
-                             check=True, env={**os.environ, **env}).stdout.split()
+                             check=True, env={**clean, **env}).stdout.split()
         return out[0], int(out[1]), int(out[2])
 
     kept, inside, after = run()
