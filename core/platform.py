@@ -65,15 +65,17 @@ GLIBC_TRIM_THRESHOLD, GLIBC_MMAP_MAX = 128 * 1024, 65536
 KEEP_HEAP_ENV = "MOELAB_KEEP_HEAP"  # "0": leave glibc's malloc as it is
 
 
-def _mallopt():
-    """The process's `mallopt` (of the allocator actually loaded: glibc's, or a preloaded one's), or None."""
+def _malloc_library():
+    """The loaded allocator's library (glibc's, or a preloaded one's `mallopt`/`malloc_trim`), or None."""
     import ctypes
     import platform as host
 
     if not host.libc_ver()[0] == "glibc":
         return None
     try:
-        return ctypes.CDLL(None).mallopt
+        library = ctypes.CDLL(None)
+        library.mallopt, library.malloc_trim  # noqa: B018 - both must exist
+        return library
     except (OSError, AttributeError):
         return None
 
@@ -93,17 +95,15 @@ def kept_heap(enabled: bool = True):
     GPU), not outside glibc, and not with MOELAB_KEEP_HEAP=0 or `enabled=False` (glibc's defaults, e.g. to
     measure them). Yields whether the heap is kept.
     """
-    mallopt = None
+    library = None
     if enabled and not has_nvidia_gpu() and os.environ.get(KEEP_HEAP_ENV, "1") != "0":
-        mallopt = _mallopt()
-    kept = bool(mallopt) and bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, -1))
+        library = _malloc_library()
+    kept = library is not None and bool(library.mallopt(M_MMAP_MAX, 0)) and bool(library.mallopt(M_TRIM_THRESHOLD, -1))
     try:
         yield kept
     finally:
-        if mallopt is not None:  # also after a half-applied setting
-            mallopt(M_MMAP_MAX, GLIBC_MMAP_MAX)
-            mallopt(M_TRIM_THRESHOLD, GLIBC_TRIM_THRESHOLD)
+        if library is not None:  # also after a half-applied setting
+            library.mallopt(M_MMAP_MAX, GLIBC_MMAP_MAX)
+            library.mallopt(M_TRIM_THRESHOLD, GLIBC_TRIM_THRESHOLD)
             if kept:
-                import ctypes
-
-                ctypes.CDLL(None).malloc_trim(0)
+                library.malloc_trim(0)

@@ -107,7 +107,7 @@ def main() -> None:
 
     table = {row_key(row): row for row in csv.DictReader(args.out.open())} if args.out.is_file() else {}
     for name, overrides in candidates:
-        key = (name, str(args.experts), str(args.top_k))
+        key = row_key({"candidate": name, "experts": args.experts, "top_k": args.top_k})
         row = run_candidate(name, overrides, args, table.get(key))
         table[key] = row
         print(f"{name}: reasoning (validation) {row['reasoning_mean']}% sd {row['reasoning_sd']} over "
