@@ -1,11 +1,12 @@
 """Issue 27, step 1: which toy training recipe makes seeds agree? One E, a few seeds, one table.
 
 Each candidate is the toy grid (`inference.toy.grid`, `configs/toy/grid.yaml`) cut to one E and a few
-seeds in the 20,000-problem regime, with the candidate's `train_overrides`, measured on the VALIDATION
-split (choices are made there; test numbers come once, for the chosen recipe). The table has one row per
-candidate: seeds, mean and SD across seeds of held-out (validation) reasoning accuracy, its 95% t-interval,
-memorization accuracy (mean, SD, interval, per seed), final train loss, and the minutes the candidate took on this
-machine. A row is one candidate at one (E, k): run the script once per E.
+seeds in one data regime (`--regime`: 20k, the default, or 1k, the data-limited one), with the candidate's
+`train_overrides`, measured on the VALIDATION split (choices are made there; test numbers come once, for the
+chosen recipe). The table has one row per candidate: seeds, mean and SD across seeds of held-out (validation)
+reasoning accuracy, its 95% t-interval, memorization accuracy (mean, SD, interval, per seed), final train loss,
+and the minutes the candidate took on this machine. A row is one candidate at one (E, k) in one regime: run the
+script once per E and regime.
 
     .venv/bin/python scripts/toy_recipe_search.py --experts 8 --seeds 0,1,2,3 \
         baseline: lr1e-3:optim.lr=1e-3 steps2000:optim.steps=2000 --out docs/results/toy-recipe-search.csv
@@ -34,9 +35,12 @@ COLUMNS = ["candidate", "overrides", "experts", "top_k", "regime", "eval_split",
            "minutes"]
 
 
-def row_key(row: dict) -> tuple[str, str, str]:
-    """A row is one candidate at one (E, k): the same candidate is tried at several E."""
-    return row["candidate"], str(row["experts"]), str(row["top_k"])
+REGIMES = {"20k": 20000, "1k": 1000}  # the toy grid's two data regimes (configs/toy/grid2.yaml)
+
+
+def row_key(row: dict) -> tuple[str, str, str, str]:
+    """A row is one candidate at one (E, k) in one regime: the same candidate is tried at several E and regimes."""
+    return row["candidate"], str(row["experts"]), str(row["top_k"]), row.get("regime") or "20k"
 
 
 def parse_candidate(text: str) -> tuple[str, dict[str, str]]:
@@ -68,10 +72,11 @@ def run_candidate(name: str, overrides: dict[str, str], args: argparse.Namespace
     root = Path(args.work_dir) / name
     grid = load_config(ROOT / "configs" / "toy" / "grid.yaml",
                        [f"experts=[{args.experts}]", f"top_k={args.top_k}", f"seeds=[{args.seeds}]",
-                        "regimes=[{name: 20k, num_train_problems: 20000}]", "extra_members=[]",
+                        f"regimes=[{{name: {args.regime}, num_train_problems: {REGIMES[args.regime]}}}]",
+                        "extra_members=[]",
                         "eval_split=validation", f"num_test={args.num_validation}", f"num_seen={args.num_seen}",
                         f"workers={args.workers}", f"models_dir={root / 'models'}",
-                        f"results={root / f'grid-E{args.experts}-k{args.top_k}.csv'}"],
+                        f"results={root / f'grid-{args.regime}-E{args.experts}-k{args.top_k}.csv'}"],
                        schema=ToyGridConfig, values={"train_overrides": overrides})
     paths = run_grid(grid)
     rows = list(csv.DictReader(paths["table"].open()))
@@ -82,7 +87,7 @@ def run_candidate(name: str, overrides: dict[str, str], args: argparse.Namespace
     if before is not None and timing["trained_this_run"] == 0:
         minutes = before["minutes"]
     return {"candidate": name, "overrides": ",".join(f"{k}={v}" for k, v in overrides.items()) or "(base recipe)",
-            "experts": args.experts, "top_k": args.top_k, "regime": "20k", "eval_split": "validation",
+            "experts": args.experts, "top_k": args.top_k, "regime": args.regime, "eval_split": "validation",
             "seeds": len(rows), **spread("reasoning", reasoning), **spread("memorization", memorization),
             "train_loss_mean": round(statistics.mean(float(r["train_loss"]) for r in rows), 4),
             "minutes": minutes}
@@ -94,6 +99,7 @@ def main() -> None:
     parser.add_argument("--experts", type=int, default=8)
     parser.add_argument("--top-k", type=int, default=2)
     parser.add_argument("--seeds", default="0,1,2,3")
+    parser.add_argument("--regime", choices=sorted(REGIMES), default="20k", help="the data regime (unique problems)")
     parser.add_argument("--num-validation", type=int, default=500, help="validation problems per member")
     parser.add_argument("--num-seen", type=int, default=100, help="own training problems measured per member")
     parser.add_argument("--workers", type=int, default=2)
@@ -107,10 +113,11 @@ def main() -> None:
 
     table = {row_key(row): row for row in csv.DictReader(args.out.open())} if args.out.is_file() else {}
     for name, overrides in candidates:
-        key = row_key({"candidate": name, "experts": args.experts, "top_k": args.top_k})
+        key = row_key({"candidate": name, "experts": args.experts, "top_k": args.top_k, "regime": args.regime})
         row = run_candidate(name, overrides, args, table.get(key))
         table[key] = row
-        print(f"{name}: reasoning (validation) {row['reasoning_mean']}% sd {row['reasoning_sd']} over "
+        print(f"{name} ({args.regime}, E{args.experts}): reasoning (validation) {row['reasoning_mean']}% "
+              f"sd {row['reasoning_sd']} over "
               f"{row['seeds']} seeds [{row['reasoning_per_seed']}], memorization {row['memorization_mean']}%, "
               f"{row['minutes']} min", flush=True)
         atomic_write_csv(args.out, list(table.values()), COLUMNS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,17 @@ from checkpoints_index.toy.train import facts_per_batch
 from core.config import load_config
 from core.errors import UserError
 from core.stats import t_interval
-from inference.toy.grid import GRID_COLUMNS, grid_cells, measure_member, run_grid, summarize_grid, summary_markdown
+from inference.toy.grid import (
+    GRID_COLUMNS,
+    grid_cells,
+    grid_settings,
+    measure_member,
+    member_recipe,
+    rows_in_table,
+    run_grid,
+    summarize_grid,
+    summary_markdown,
+)
 from inference.toy.schema import ToyGridConfig
 from tasks.datasets import load_problems
 from tasks.toy_facts import make_facts
@@ -76,6 +87,27 @@ def test_t_interval_is_the_student_t_interval_and_the_summary_clips_it():
     assert cell["reasoning_accuracy_high"] == 1.0 and cell["train_loss_low"] == 0.0  # the feasible ranges
 
 
+def test_cells_are_contrasted_with_the_dense_member_seed_by_seed():
+    """Seed luck shared across E cancels in the paired difference: wide cells, a narrow contrast."""
+    def row(experts, top_k, seed, reasoning):
+        return {"regime": "r", "num_train_problems": 10, "num_experts": experts, "top_k": top_k, "seed": seed,
+                "total_params": experts, "active_params": 2, "reasoning_accuracy": reasoning,
+                "memorization_accuracy": "", "train_loss": 0.1}
+    dense, sparse = [0.5, 0.8, 0.6], [0.45, 0.76, 0.57]
+    rows = [row(2, 2, seed, v) for seed, v in enumerate(dense)] + [row(8, 2, seed, v) for seed, v in enumerate(sparse)]
+    rows += [row(8, 4, 0, 0.9)]  # one seed: no interval
+    summary = {(s["num_experts"], s["top_k"]): s for s in summarize_grid(rows)}
+    e2, e8, e8k4 = summary[(2, 2)], summary[(8, 2)], summary[(8, 4)]
+    assert e2["reference"] == e8["reference"] == e8k4["reference"] == "E2-k2" and "reasoning_accuracy_vs_ref" not in e2
+    assert e8["reasoning_accuracy_vs_ref"] == pytest.approx(-0.04)
+    assert t_interval([-0.05, -0.04, -0.03])[1:] == pytest.approx(
+        (e8["reasoning_accuracy_vs_ref_low"], e8["reasoning_accuracy_vs_ref_high"]))
+    assert e8["reasoning_accuracy_vs_ref_high"] < 0  # the contrast excludes 0 ...
+    assert e8["reasoning_accuracy_low"] < e2["reasoning_accuracy"] < e8["reasoning_accuracy_high"]  # the cells overlap
+    assert e8["train_loss_vs_ref"] == pytest.approx(0.0) and "memorization_accuracy_vs_ref" not in e8  # no values
+    assert "reasoning_accuracy_vs_ref" not in e8k4
+
+
 @pytest.mark.slow  # trains four 6-step members in two worker processes
 def test_the_grid_trains_measures_summarises_and_resumes(tmp_path):
     overrides = ["experts=[2,4]", "seeds=[0,1]", "regimes=[{name: tiny, num_train_problems: 64}]",
@@ -98,13 +130,39 @@ def test_the_grid_trains_measures_summarises_and_resumes(tmp_path):
     assert float(summary[0]["train_loss_low"]) <= float(summary[0]["train_loss"]) <= float(summary[0]["train_loss_high"])
     assert paths["figure"].stat().st_size > 0
     timing = json.loads(paths["provenance"].read_text())  # the job's own record: command, commit, its seconds
-    assert timing["trained_this_run"] == 4 and timing["seconds"] >= 0 and timing["commit"]
+    assert timing["trained_this_run"] == 4 and timing["seconds"] >= 0 and timing["commit"] and timing["complete"]
     member = tmp_path / "models" / "tiny" / "seed1" / "toy-d64-E4-k2"
     weights = (member / "model.safetensors").stat().st_mtime_ns
-    (member / "measure.json").unlink()  # a lost measurement is redone from the kept weights, nothing retrained
+    # a lost measurement (its measure.json and the table) is redone from the kept weights, nothing retrained
+    (member / "measure.json").unlink()
+    paths["table"].unlink()
     run_grid(grid)
     assert (member / "model.safetensors").stat().st_mtime_ns == weights and (member / "measure.json").is_file()
     assert json.loads((member / "measure.json").read_text())["eval_split"] == "test"
+    # weights gone (a fresh clone of a committed table): the table's rows stand, nothing trained or measured
+    kept = paths["table"].read_text()
+    shutil.copytree(tmp_path / "models", tmp_path / "kept-models")
+    shutil.rmtree(tmp_path / "models")
+    timing = json.loads(run_grid(grid)["provenance"].read_text())
+    assert timing["trained_this_run"] == 0 and timing["measured"] == 4 and paths["table"].read_text() == kept
+    assert not (tmp_path / "models").exists()
+    # ... but only under the same settings: measured on more problems, no row of that table counts
+    assert len(rows_in_table(grid, grid_settings(grid))) == 4
+    assert rows_in_table(grid, {"tiny": {**grid_settings(grid)["tiny"], "num_test": 13}}) == {}
+    assert rows_in_table(grid, grid_settings(load_config(ROOT / "configs" / "toy" / "grid.yaml",
+                         [*overrides, "extra_members=[]", "train_overrides={optim.steps: 7}"],
+                         schema=ToyGridConfig))) == {}
+    shutil.move(tmp_path / "kept-models", tmp_path / "models")
+    # a regime's own overrides (a recipe chosen per regime) reach its members, and make other settings
+    per_regime = load_config(ROOT / "configs" / "toy" / "grid.yaml",
+                             [*overrides, "extra_members=[]", "regimes=[{name: tiny, num_train_problems: 64, "
+                                                                 "train_overrides: {optim.weight_decay: 1.0}}]"],
+                             schema=ToyGridConfig)
+    assert member_recipe(per_regime, per_regime.regimes[0], 2, 2, 0).optim.weight_decay == 1.0
+    assert member_recipe(grid, grid.regimes[0], 2, 2, 0).optim.weight_decay == 0.01
+    assert rows_in_table(per_regime, grid_settings(per_regime)) == {}
+    with pytest.raises(UserError, match="another recipe"):  # its weights in models_dir are not this recipe's
+        run_grid(per_regime)
     # measured on the validation split (choosing a recipe): every member measured again, nothing retrained
     validation = load_config(ROOT / "configs" / "toy" / "grid.yaml",
                              [*overrides, "extra_members=[]", "eval_split=validation",

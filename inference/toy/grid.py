@@ -20,8 +20,11 @@ and a 95% Student-t interval over seeds; the figure (`toy-grid.png`) draws the a
 with those intervals.
 
 Members train in `workers` processes, one torch thread each (the toy recipe's `threads: 1`), and
-each finished member's row is kept in `members/.../measure.json`: a rerun trains and measures only
-what is missing.
+each finished member's row is kept twice: in `members/.../measure.json` beside its weights, and in the
+table itself, rewritten as each member finishes, its sidecar recording the grid's settings (the member
+recipe as resolved, what is measured). A rerun trains and measures only what is missing from both; so a
+grid whose table is committed (e.g. under docs/results) resumes on another machine or in a fresh clone,
+where `models_dir` is gone, as long as its settings are the same (a row of other settings is redone).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ GRID_COLUMNS = ["regime", "num_train_problems", "num_experts", "top_k", "seed", 
                 "train_seconds", "measure_seconds"]
 SUMMARY_METRICS = ["train_loss", "reasoning_accuracy", "seen_problem_accuracy", "memorization_accuracy",
                    "reasoning_loss", "memorization_loss"]
+PAIRED_METRICS = ["reasoning_accuracy", "memorization_accuracy", "train_loss"]  # against the regime's dense member
 
 
 # ---------------------------------------------------------------------------------------------------- measuring
@@ -117,8 +121,11 @@ def member_recipe(grid: Any, regime: Any, experts: int, top_k: int, seed: int) -
     from checkpoints_index.toy.schema import ToyTrainConfig
     from core.config import load_config
 
-    # The grid's `train_overrides` are the person's dotted keys; what places the member is the grid's own, merged last.
-    overrides = [f"{key}={value}" for key, value in OmegaConf.to_container(grid.train_overrides).items()]
+    # The grid's `train_overrides`, then the regime's, are the person's dotted keys; what places the member is the
+    # grid's own, merged last.
+    sources = [grid.train_overrides, regime.get("train_overrides") or {}]
+    overrides = [f"{key}={value}" for source in sources
+                 for key, value in (OmegaConf.to_container(source) if OmegaConf.is_config(source) else source).items()]
     values = {"seed": seed, "members": [f"E{experts}-k{top_k}"],
               "task": {"num_train_problems": regime.num_train_problems},
               "output_dir": str(Path(grid.models_dir) / regime.name / f"seed{seed}")}
@@ -147,7 +154,8 @@ def _train_and_measure(grid_yaml: str, regime_name: str, experts: int, top_k: in
            "train_loss": training["final_train_loss"], "train_seconds": training["train_seconds"],
            **measure_member(member_dir, recipe, num_test=grid.num_test, num_seen=grid.num_seen,
                             split=grid.eval_split)}
-    (member_dir / "measure.json").write_text(json.dumps({**row, "eval_split": grid.eval_split}, indent=2) + "\n")
+    record = {**row, "eval_split": grid.eval_split, "settings": regime_settings(grid, regime)}
+    (member_dir / "measure.json").write_text(json.dumps(record, indent=2) + "\n")
     return row
 
 
@@ -171,24 +179,91 @@ def grid_cells(grid: Any) -> list[tuple[str, int, int, int]]:
     return cells
 
 
+def regime_settings(grid: Any, regime: Any) -> dict:
+    """What makes a member's row in `regime`: its recipe as resolved (the base recipe with the grid's and the
+    regime's `train_overrides`; less what the grid sets per member: seed, members, output_dir) and what is
+    measured. A row measured earlier is reused only under the same settings."""
+    from omegaconf import OmegaConf
+
+    recipe = OmegaConf.to_container(member_recipe(grid, regime, grid.top_k, grid.top_k, 0))
+    for key in ("seed", "members", "output_dir"):
+        recipe.pop(key, None)
+    return {"recipe": recipe, "num_test": grid.num_test, "num_seen": grid.num_seen, "eval_split": grid.eval_split}
+
+
+def grid_settings(grid: Any) -> dict[str, dict]:
+    """`regime_settings` of every regime, by name: what the table's sidecar records."""
+    return {regime.name: regime_settings(grid, regime) for regime in grid.regimes}
+
+
+def rows_in_table(grid: Any, settings: dict[str, dict]) -> dict[tuple, dict]:
+    """The rows of `grid.results` whose regime was measured under the same `settings` as now, by cell."""
+    import csv
+
+    from core.provenance import sidecar_path
+
+    table, sidecar = Path(grid.results), sidecar_path(grid.results)
+    if not (table.is_file() and sidecar.is_file()):
+        return {}
+    recorded = json.loads(sidecar.read_text()).get("settings") or {}
+    return {(r["regime"], int(r["num_experts"]), int(r["top_k"]), int(r["seed"])): r
+            for r in csv.DictReader(table.open())
+            if r["regime"] in settings and recorded.get(r["regime"]) == settings[r["regime"]]}
+
+
+def measured_row(path: Path, settings: dict) -> dict:
+    """The row in a member's measure.json if it was measured under `settings` ({} otherwise: measure it again).
+    Weights of another recipe in the same place are refused: they would be measured as this recipe's."""
+    if not path.is_file():
+        return {}
+    measured = json.loads(path.read_text())
+    recorded = measured.pop("settings", None)
+    split = measured.pop("eval_split", "test")
+    if recorded is None:  # written before settings were recorded: as then, reused on the same split
+        return measured if split == settings["eval_split"] else {}
+    if recorded["recipe"] != settings["recipe"]:
+        raise UserError(f"toy grid: {path.parent} holds a member trained from another recipe than this grid's: "
+                        "give the grid its own models_dir (or delete that folder to retrain it)")
+    return measured if recorded == settings else {}
+
+
 def run_grid(grid: Any) -> dict[str, Path]:
     """Train and measure every (regime, E, seed) cell missing a row; write the table, summary and figure."""
     from omegaconf import OmegaConf
 
     cells = grid_cells(grid)
     models = Path(grid.models_dir)
+    settings = grid_settings(grid)
+    tabled = rows_in_table(grid, settings)
     rows: dict[tuple, dict] = {}
     todo = []
     hidden = grid_hidden(grid)
-    for regime, experts, top_k, seed in cells:
+    for cell in cells:
+        regime, experts, top_k, seed = cell
         done = models / regime / f"seed{seed}" / f"toy-d{hidden}-E{experts}-k{top_k}" / "measure.json"
-        measured = json.loads(done.read_text()) if done.is_file() else {}
-        if measured and measured.pop("eval_split", "test") == grid.eval_split:  # another split: measured again
-            rows[(regime, experts, top_k, seed)] = measured
+        measured = measured_row(done, settings[regime])  # measured under other settings: measured again
+        if measured:
+            rows[cell] = measured
+        elif cell in tabled:  # its weights are gone (another machine, a fresh clone), its row is not
+            rows[cell] = tabled[cell]
         else:
-            todo.append((regime, experts, top_k, seed))
+            todo.append(cell)
+    # trained seed by seed within a regime (every E of seed 0, then of seed 1, ...): a grid stopped part-way
+    # leaves whole seeds, which the paired contrasts (`add_paired_contrasts`) can use
+    regime_order = [r.name for r in grid.regimes]
+    todo.sort(key=lambda c: (regime_order.index(c[0]), c[3], c[2], c[1]))
     print(f"toy grid: {len(cells)} members, {len(rows)} already measured, {len(todo)} to train and measure "
           f"with {grid.workers} worker(s)", flush=True)
+
+    def checkpoint(**extra: Any) -> dict[str, Path]:
+        """The table as measured so far (cells in grid order), its summary and figure, and its sidecar: the
+        grid's resume point, readable while the grid runs."""
+        paths = write_grid_outputs([rows[c] for c in cells if c in rows], Path(grid.results))
+        paths["provenance"] = write_sidecar(grid.results, settings=settings, workers=grid.workers,
+                                            members=len(cells), measured=len(rows), trained_this_run=len(todo),
+                                            eval_split=grid.eval_split, **extra)
+        return paths
+
     grid_yaml = OmegaConf.to_yaml(grid)
     start = time.time()
     if todo:
@@ -202,11 +277,9 @@ def run_grid(grid: Any) -> dict[str, Path]:
                       f"loss {row['train_loss']:.3f}, reasoning {row['reasoning_accuracy']:.3f}, seen "
                       f"{row['seen_problem_accuracy']:.3f}, memorization {row['memorization_accuracy']:.3f} "
                       f"({time.time() - start:.0f} s)", flush=True)
-    paths = write_grid_outputs([rows[c] for c in cells], Path(grid.results))
+                checkpoint(seconds=round(time.time() - start), complete=False)
     # the job's own timing, beside its table: this invocation's wall time and how much of the grid it trained
-    paths["provenance"] = write_sidecar(grid.results, seconds=round(time.time() - start), workers=grid.workers,
-                                        members=len(cells), trained_this_run=len(todo), eval_split=grid.eval_split)
-    return paths
+    return checkpoint(seconds=round(time.time() - start), complete=True)
 
 
 def grid_hidden(grid: Any) -> int:
@@ -241,8 +314,32 @@ def summarize_grid(rows: list[dict]) -> list[dict]:
                 upper = 1.0 if metric.endswith("accuracy") else math.inf
                 out[metric], out[f"{metric}_low"], out[f"{metric}_high"] = mean, max(low, 0.0), min(high, upper)
         summary.append(out)
+    add_paired_contrasts(summary, cells)
     regimes = list(dict.fromkeys(row["regime"] for row in rows))
     return sorted(summary, key=lambda s: (regimes.index(s["regime"]), s["top_k"], s["num_experts"]))
+
+
+def add_paired_contrasts(summary: list[dict], cells: dict[tuple, list[dict]]) -> None:
+    """Each cell against its regime's reference (smallest k, then smallest E: the dense E = k member), seed by
+    seed: a seed fixes the problems, facts, tokenizer and data order of every member, so much of a seed's luck
+    is shared across E and the paired difference (mean and 95% t-interval over the seeds both have) can be
+    narrower than either cell's own interval. Columns `<metric>_vs_ref[_low|_high]` and `reference`."""
+    from core.stats import t_interval
+
+    for s in summary:
+        regime_cells = [key for key in cells if key[0] == s["regime"]]
+        reference = min(regime_cells, key=lambda key: (key[2], key[1]))
+        s["reference"] = f"E{reference[1]}-k{reference[2]}"
+        if reference == (s["regime"], s["num_experts"], s["top_k"]):
+            continue
+        ref_by_seed = {int(m["seed"]): m for m in cells[reference]}
+        for metric in PAIRED_METRICS:
+            diffs = [float(m[metric]) - float(ref_by_seed[int(m["seed"])][metric])
+                     for m in cells[(s["regime"], s["num_experts"], s["top_k"])]
+                     if int(m["seed"]) in ref_by_seed and m.get(metric) not in (None, "")
+                     and ref_by_seed[int(m["seed"])].get(metric) not in (None, "")]
+            if len(diffs) >= 2:
+                s[f"{metric}_vs_ref"], s[f"{metric}_vs_ref_low"], s[f"{metric}_vs_ref_high"] = t_interval(diffs)
 
 
 def plot_grid(summary: list[dict], path: Path, rows: list[dict] = ()) -> Path:
@@ -312,6 +409,7 @@ def write_grid_outputs(rows: list[dict], results: Path) -> dict[str, Path]:
     summary = summarize_grid(rows)
     columns = ["regime", "num_train_problems", "num_experts", "top_k", "total_params", "active_params", "seeds"]
     columns += [f"{m}{suffix}" for m in SUMMARY_METRICS for suffix in ("", "_low", "_high")]
+    columns += ["reference", *(f"{m}_vs_ref{suffix}" for m in PAIRED_METRICS for suffix in ("", "_low", "_high"))]
     summary_path = results.with_name(f"{results.stem}-summary.csv")
     atomic_write_csv(summary_path, summary, columns)
     markdown = summary_path.with_suffix(".md")

@@ -17,6 +17,8 @@ class ToyRegime:
     name: str = config_field("20k", "the regime's label (a folder name and a column of toy-grid.csv)")
     num_train_problems: int = config_field(20000, "distinct training problems at the grid's one token budget",
                                            at_least=1)
+    train_overrides: dict = config_field({}, "dotted overrides for this regime's members, after the grid's "
+                                             "(a recipe chosen per regime on the validation split)")
 
 
 @dataclass
