@@ -237,9 +237,9 @@ def run_grid(grid: Any) -> dict[str, Path]:
     tabled = rows_in_table(grid, settings)
     rows: dict[tuple, dict] = {}
     todo = []
-    hidden = grid_hidden(grid)
     for cell in cells:
         regime, experts, top_k, seed = cell
+        hidden = settings[regime]["recipe"]["model"]["hidden_size"]  # the regime's, overrides included
         done = models / regime / f"seed{seed}" / f"toy-d{hidden}-E{experts}-k{top_k}" / "measure.json"
         measured = measured_row(done, settings[regime])  # measured under other settings: measured again
         if measured:
@@ -280,13 +280,6 @@ def run_grid(grid: Any) -> dict[str, Path]:
                 checkpoint(seconds=round(time.time() - start), complete=False)
     # the job's own timing, beside its table: this invocation's wall time and how much of the grid it trained
     return checkpoint(seconds=round(time.time() - start), complete=True)
-
-
-def grid_hidden(grid: Any) -> int:
-    from checkpoints_index.toy.schema import ToyTrainConfig
-    from core.config import load_config
-
-    return load_config(grid.train_recipe, [], schema=ToyTrainConfig).model.hidden_size
 
 
 # ---------------------------------------------------------------------------------------------------- summary
